@@ -1,0 +1,314 @@
+"""LiverXAI: segment liver and liver tumour in CT and explain the result with Grad-CAM.
+
+Thin Slicer module file: the Module description, a Widget that binds the .ui to a parameter
+node, and a self-test. All work is done by ``LiverXAILib`` (importable headless too).
+"""
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# Slicer puts this directory on sys.path; the test runner and other launchers may not.
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+if MODULE_DIR not in sys.path:
+    sys.path.insert(0, MODULE_DIR)
+
+from LiverXAILib.errors import Cancelled, NotHounsfieldError  # noqa: E402
+from LiverXAILib.logic import LiverXAILogic  # noqa: E402, F401
+
+SAMPLE_CT = os.path.join(MODULE_DIR, "Resources", "Data", "TotalSegmentatorExampleCT.nii.gz")
+SAMPLE_CT_SHA256 = "dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1"
+
+
+class LiverXAI(ScriptedLoadableModule):
+    """Module description shown in Slicer's Modules menu and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LiverXAI: Segment & Explain"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["LiverXAI developers"]
+        self.parent.helpText = """
+Segments the liver and liver tumours in an abdominal CT with a 2D network run slice by slice,
+and explains the result with Grad-CAM. <b>Segment &amp; Explain</b> adds to the scene: a labelmap
+(0 background, 1 liver, 2 tumour), one Grad-CAM heatmap volume per explained class (values in
+[0, 1], overlaid on the CT), a segmentation with liver and tumour segments shown in 3D, and a
+report (liver and tumour volume in mL, tumour count, slices whose explanation disagrees with the
+prediction). The input volume is never modified.
+<br><b>Research software, not for clinical use.</b>
+"""
+        self.parent.acknowledgementText = """
+Methods: U-Net (Ronneberger et al. 2015); Grad-CAM (Selvaraju et al. 2017); the VU-Net,
+residual U-Net, MultiResUNet (Ibtehaz &amp; Rahman 2020), DCUNet (Lou et al. 2021) and TransUNet
+(Chen et al. 2021) family compared by the source papers.
+Data: LiTS, Bilic et al. 2023, "The Liver Tumor Segmentation Benchmark (LiTS)";
+3D-IRCADb-01 (IRCAD, CC BY-NC-ND), used for development only and not redistributed;
+the TotalSegmentator example CT (Wasserthal et al. 2023, Apache-2.0), bundled as sample data.
+"""
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add the bundled CT to the Sample Data module (a file URL, checked by SHA-256)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="LiverXAI",
+        sampleName="TotalSegmentatorExampleCT",
+        thumbnailFileName=os.path.join(MODULE_DIR, "Resources", "Icons", "LiverXAI.png"),
+        uris=Path(SAMPLE_CT).as_uri(),
+        fileNames="TotalSegmentatorExampleCT.nii.gz",
+        checksums=f"SHA256:{SAMPLE_CT_SHA256}",
+        nodeNames="TotalSegmentatorExampleCT",
+    )
+
+
+@parameterNodeWrapper
+class LiverXAIParameterNode:
+    """GUI state. ``model`` is bound by hand: its choices come from the model catalog."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    model: str = "unet-demo"
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    explainLiver: bool = True
+    explainTumor: bool = True
+    batchSize: Annotated[int, WithinRange(1, 256)] = 16
+    allowNonHU: bool = False
+
+
+class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binds the .ui to the parameter node and calls the logic; holds no algorithm."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._cancelEvent: threading.Event | None = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverXAI.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = LiverXAILogic()
+        self.ui.modelSelector.addItems(self.logic.availableModels())
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelSelector.currentTextChanged.connect(self.onModelSelected)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.cancelButton.clicked.connect(self.onCancelButton)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        node = slicer.mrmlScene.GetSingletonNode("LiverXAI", "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag("LiverXAI")
+            node.SetAttribute("ModuleName", "LiverXAI")
+            node.SetHideFromEditors(True)
+            node = slicer.mrmlScene.AddNode(node)
+        self.setParameterNode(LiverXAIParameterNode(node))
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, parameterNode: LiverXAIParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update)
+            self._update()
+
+    def _update(self, caller=None, event=None) -> None:
+        """Refresh what connectGui does not bind: model choice, device text, Apply state."""
+        params = self._parameterNode
+        combo = self.ui.modelSelector
+        if combo.findText(params.model) < 0:  # e.g. a checkpoint named in a saved scene
+            combo.addItem(params.model)
+        if combo.currentText != params.model:
+            combo.blockSignals(True)
+            combo.setCurrentIndex(combo.findText(params.model))
+            combo.blockSignals(False)
+        self.ui.deviceInfoLabel.text = self.logic.describeDevice(params.device)
+        running = self._cancelEvent is not None
+        self.ui.applyButton.enabled = bool(params.inputVolume) and not running
+
+    def onModelSelected(self, name: str) -> None:
+        if self._parameterNode and name:
+            self._parameterNode.model = name
+
+    def onCancelButton(self) -> None:
+        if self._cancelEvent is not None:
+            self._cancelEvent.set()
+            self.ui.cancelButton.enabled = False
+
+    def onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.progressBar.setFormat(f"{message} (%p%)")
+        slicer.app.processEvents()  # lets the Cancel button be clicked
+
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Segment & Explain failed.", waitCursor=True):
+            self._cancelEvent = threading.Event()
+            self.ui.cancelButton.enabled = True
+            self.ui.resultsLabel.text = ""
+            self._update()
+            try:
+                result = self._runAskingAboutHU()
+            except Cancelled:
+                self.ui.progressBar.value = 0
+                self.ui.resultsLabel.text = "Cancelled — nothing was added to the scene."
+                return
+            finally:
+                self._cancelEvent = None
+                self.ui.cancelButton.enabled = False
+                self.ui.progressBar.setFormat("%p%")
+                self._update()
+            if result is not None:
+                self._showResult(result)
+
+    def _runAskingAboutHU(self):
+        """Run once; if the input is not in HU, ask, then run again with allowNonHU."""
+        try:
+            return self._run(self._parameterNode.allowNonHU)
+        except NotHounsfieldError as error:
+            if not slicer.util.confirmYesNoDisplay(f"{error}\n\nRun Segment & Explain anyway?"):
+                return None
+            return self._run(allowNonHU=True)
+
+    def _run(self, allowNonHU: bool):
+        params = self._parameterNode
+        explainClasses = [
+            name
+            for name, wanted in (("liver", params.explainLiver), ("tumor", params.explainTumor))
+            if wanted
+        ]
+        return self.logic.segmentAndExplain(
+            params.inputVolume,
+            model=params.model,
+            device=params.device,
+            explainClasses=explainClasses,
+            batchSize=params.batchSize,
+            allowNonHU=allowNonHU,
+            progressCallback=self.onProgress,
+            cancelEvent=self._cancelEvent,
+        )
+
+    def _showResult(self, result) -> None:
+        self.ui.resultsLabel.text = result.summary()
+        heatmapIDs = list(result.heatmapNodeIDs.values())
+        slicer.util.setSliceViewerLayers(
+            background=self._parameterNode.inputVolume,
+            foreground=slicer.mrmlScene.GetNodeByID(heatmapIDs[0]) if heatmapIDs else None,
+            foregroundOpacity=0.4,
+            label=slicer.mrmlScene.GetNodeByID(result.labelmapNodeID),
+            fit=True,
+        )
+
+
+class LiverXAITest(ScriptedLoadableModuleTest):
+    """Runs the real pipeline on the bundled sample CT."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentAndExplainOnSample()
+        self.setUp()
+        self.test_CancelLeavesSceneUnchanged()
+
+    def test_SegmentAndExplainOnSample(self):
+        import numpy as np
+
+        inputNode = slicer.util.loadVolume(SAMPLE_CT)
+        before = slicer.util.arrayFromVolume(inputNode).copy()
+        result = LiverXAILogic().segmentAndExplain(inputNode)
+
+        labelmap = slicer.mrmlScene.GetNodeByID(result.labelmapNodeID)
+        self.assertIsNotNone(labelmap)
+        self._assertSameGeometry(inputNode, labelmap)
+        labels = slicer.util.arrayFromVolume(labelmap)
+        self.assertTrue(set(np.unique(labels).tolist()) <= {0, 1, 2})
+        self.assertTrue((labels == 1).any(), "no liver found in the sample CT")
+
+        for name in ("liver", "tumor"):
+            heatmap = slicer.mrmlScene.GetNodeByID(result.heatmapNodeIDs[name])
+            self.assertIsNotNone(heatmap, name)
+            self._assertSameGeometry(inputNode, heatmap)
+            values = slicer.util.arrayFromVolume(heatmap)
+            self.assertGreaterEqual(float(values.min()), 0.0)
+            self.assertLessEqual(float(values.max()), 1.0)
+
+        segmentation = slicer.mrmlScene.GetNodeByID(result.segmentationNodeID).GetSegmentation()
+        for name in ("liver", "tumor"):
+            self.assertTrue(segmentation.GetSegmentIdBySegmentName(name), name)
+        converter = slicer.vtkSegmentationConverter
+        surface = converter.GetSegmentationClosedSurfaceRepresentationName()
+        self.assertTrue(segmentation.ContainsRepresentation(surface))
+
+        np.testing.assert_array_equal(before, slicer.util.arrayFromVolume(inputNode))
+        self.assertGreater(result.liverVolumeMl, 0)
+
+    def test_CancelLeavesSceneUnchanged(self):
+        inputNode = slicer.util.loadVolume(SAMPLE_CT)
+        nodeCount = slicer.mrmlScene.GetNumberOfNodes()
+        cancelEvent = threading.Event()
+        cancelEvent.set()
+        with self.assertRaises(Cancelled):
+            LiverXAILogic().segmentAndExplain(inputNode, cancelEvent=cancelEvent)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+
+    def _assertSameGeometry(self, reference, node) -> None:
+        import numpy as np
+
+        expected, actual = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        reference.GetIJKToRASMatrix(expected)
+        node.GetIJKToRASMatrix(actual)
+        np.testing.assert_allclose(
+            slicer.util.arrayFromVTKMatrix(actual),
+            slicer.util.arrayFromVTKMatrix(expected),
+            atol=1e-6,
+        )
+        dimensions = node.GetImageData().GetDimensions()
+        self.assertEqual(dimensions, reference.GetImageData().GetDimensions())

@@ -1,0 +1,44 @@
+"""What one Segment & Explain run returns: node IDs, volumes, counts and timings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SegmentAndExplainResult:
+    labelmapNodeID: str
+    heatmapNodeIDs: dict[str, str]
+    segmentationNodeID: str
+    liverVolumeMl: float  # whole organ, tumour included
+    tumorVolumeMl: float
+    tumorCount: int
+    tumorVolumesMl: list[float] = field(default_factory=list)
+    reviewSlices: list[int] = field(default_factory=list)  # input K indices, worst first
+    heatmapMassInsideLiver: float = float("nan")
+    heatmapNormalization: str = ""
+    modelName: str = ""
+    modelInfo: dict[str, Any] = field(default_factory=dict)  # architecture, training data, ...
+    device: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A few lines for the module's results area and the console."""
+        lines = [
+            f"Liver: {self.liverVolumeMl:.1f} mL (tumour included)",
+            f"Tumour: {self.tumorVolumeMl:.1f} mL in {self.tumorCount} "
+            f"lesion{'s' if self.tumorCount != 1 else ''}",
+        ]
+        if self.reviewSlices:
+            shown = ", ".join(str(s) for s in self.reviewSlices[:10])
+            lines.append(f"Slices to review (explanation outside the liver): {shown}")
+        else:
+            lines.append("Slices to review: none")
+        lines.append(
+            f"Model {self.modelName} on {self.device}, {self.timings.get('total', 0.0):.1f} s"
+        )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,94 @@
+"""Read and write volumes as (array in Slicer's K, J, I order, IJK-to-RAS matrix).
+
+SimpleITK reads NIfTI, NRRD and DICOM series folders; its LPS physical space is converted to
+Slicer's RAS. Writes are atomic: a temporary file beside the target, then a rename.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_stem(path: str | Path) -> str:
+    """File name without its volume suffix (``case.nii.gz`` → ``case``)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _read_image(path: Path) -> sitk.Image:
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise InputError(f"{path} is a folder without a DICOM series.")
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+        return reader.Execute()
+    if not path.is_file():
+        raise InputError(f"Input not found: {path}")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"Cannot read {path.name} as a volume: {error}") from error
+
+
+def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
+    matrix[:3, 3] = image.GetOrigin()
+    return LPS_TO_RAS @ matrix
+
+
+def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Array (K, J, I) and its 4×4 IJK-to-RAS matrix; errors name 2D, 4D and vector inputs."""
+    path = Path(path)
+    image = _read_image(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path.name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a vector "
+            "or colour image); a single-channel CT volume is needed."
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"{path.name} is {image.GetDimension()}D; a 3D CT volume is needed.")
+    return sitk.GetArrayFromImage(image), ijk_to_ras_from_image(image)
+
+
+def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
+    """SimpleITK image with the geometry given by an IJK-to-RAS matrix."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    return image
+
+
+def write_volume(path: str | Path, array: np.ndarray, ijk_to_ras: np.ndarray) -> None:
+    """Write atomically; the file name's suffix picks the format (.nii.gz, .nrrd, ...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.name[len(volume_stem(path)) :] or ".nrrd"
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{volume_stem(path)}.", suffix=suffix, dir=path.parent
+    )
+    os.close(handle)
+    try:
+        sitk.WriteImage(image_from_array(array, ijk_to_ras), temporary, useCompression=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

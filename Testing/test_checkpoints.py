@@ -1,0 +1,102 @@
+"""Checkpoints carry metadata, load without running code, and fail with clear messages."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from LiverXAILib.catalog import read_catalog, resolve_model, sha256_file
+from LiverXAILib.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
+from LiverXAILib.errors import CheckpointError
+from LiverXAILib.networks import build_model
+
+
+def small_unet():
+    return build_model("unet", in_channels=1, num_classes=3, features=(4, 8, 16, 32, 64))
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path):
+    model = small_unet()
+    metadata = CheckpointMetadata(
+        "unet",
+        {"features": [4, 8, 16, 32, 64]},
+        (64, 64),
+        (-100.0, 200.0),
+        1,
+        training_data=["case.nii.gz"],
+        metrics={"liver_dice": 0.9},
+    )
+    save_checkpoint(tmp_path / "m.pt", model, metadata)
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta.input_size == (64, 64) and meta.hu_window == (-100.0, 200.0)
+    assert meta.training_data == ["case.nii.gz"] and meta.metrics == {"liver_dice": 0.9}
+    assert meta.software["torch"] == torch.__version__
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    assert not loaded.training
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_corrupt_file_is_reported(tmp_path):
+    path = tmp_path / "broken.pt"
+    save_checkpoint(
+        path, small_unet(), CheckpointMetadata("unet", {"features": [4, 8, 16, 32, 64]})
+    )
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="broken.pt is not a readable"):
+        load_checkpoint(path)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_a_pickle_with_code_is_refused_not_run(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as stream:
+        torch.save(
+            {"format": "liverxai-checkpoint-1", "x": Exploit()}, stream, pickle_module=pickle
+        )
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_checkpoint_for_another_architecture_or_configuration(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(
+        path, small_unet(), CheckpointMetadata("unet", {"features": [4, 8, 16, 32, 64]})
+    )
+    with pytest.raises(CheckpointError, match="holds a 'unet' network, not 'transunet'"):
+        load_checkpoint(path, expected_architecture="transunet")
+    payload = torch.load(path, weights_only=True)
+    payload["metadata"]["architecture_kwargs"] = {}  # claims the full-size U-Net
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_bundled_catalog_models_pass_their_checksums():
+    entries = read_catalog()
+    assert entries, "the catalog lists no model"
+    for entry in entries:
+        path = resolve_model(entry["name"])
+        assert sha256_file(path) == entry["sha256"]
+        model, metadata = load_checkpoint(path)
+        assert metadata.architecture == entry["architecture"]
+
+
+def test_tampered_catalog_model_is_rejected(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"not the real weights")
+    catalog = tmp_path / "models.json"
+    catalog.write_text('{"models": [{"name": "x", "file": "m.pt", "sha256": "00"}]}')
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        resolve_model("x", catalog)
+    with pytest.raises(CheckpointError, match="Unknown model 'y'"):
+        resolve_model("y", catalog)
