@@ -31,3 +31,32 @@ def headless():
     from LiverXAILib.headless import create_headless_application
 
     return create_headless_application()
+
+
+def load_volume_node(app, path: Path, name: str | None = None):
+    """Read a CT file into a new scalar volume node of ``app``'s scene."""
+    from LiverXAILib.scene import add_volume_from_array
+    from LiverXAILib.volume_io import read_volume, volume_stem
+
+    array, ijk_to_ras = read_volume(require(path))
+    return add_volume_from_array(app.scene, array, ijk_to_ras, name or volume_stem(path))
+
+
+def restored(array, ijk_to_ras, permutation, flips):
+    """The same physical image stored with permuted and flipped array axes, and its matrix."""
+    import numpy as np
+
+    stored = np.transpose(array, permutation)
+    matrix = ijk_to_ras.copy()
+    columns = ijk_to_ras[:3, :3].copy()
+    origin = ijk_to_ras[:3, 3].copy()
+    for new_axis, old_axis in enumerate(permutation):  # array axis a holds voxel axis 2 - a
+        matrix[:3, 2 - new_axis] = columns[:, 2 - old_axis]
+    for axis, flip in enumerate(flips):
+        if flip:
+            stored = np.flip(stored, axis)
+            column = matrix[:3, 2 - axis].copy()
+            origin = origin + column * (stored.shape[axis] - 1)
+            matrix[:3, 2 - axis] = -column
+    matrix[:3, 3] = origin
+    return np.ascontiguousarray(stored), matrix

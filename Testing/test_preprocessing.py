@@ -7,29 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import restored
 from LiverXAILib.orientation import canonical_orientation, canonical_spacing
 from LiverXAILib.preprocessing import SliceInputSpec, apply_window, neighbour_indices
 
 LPS_IDENTITY = np.diag([-0.7, -0.7, 2.5, 1.0])  # LPS-identity scan as Slicer's IJK-to-RAS
-
-
-def restore(array: np.ndarray, ijk_to_ras: np.ndarray, permutation, flips):
-    """The same physical image stored with permuted and flipped array axes, and its matrix."""
-    stored = np.transpose(array, permutation)
-    matrix = ijk_to_ras.copy()
-    # array axis a ↔ voxel axis 2 - a: rebuild the matrix column of each new voxel axis.
-    columns = ijk_to_ras[:3, :3].copy()
-    origin = ijk_to_ras[:3, 3].copy()
-    for new_axis, old_axis in enumerate(permutation):
-        matrix[:3, 2 - new_axis] = columns[:, 2 - old_axis]
-    for axis, flip in enumerate(flips):
-        if flip:
-            stored = np.flip(stored, axis)
-            column = matrix[:3, 2 - axis].copy()
-            origin = origin + column * (stored.shape[axis] - 1)
-            matrix[:3, 2 - axis] = -column
-    matrix[:3, 3] = origin
-    return np.ascontiguousarray(stored), matrix
 
 
 def test_lps_identity_scan_is_already_canonical():
@@ -44,7 +26,7 @@ def test_every_storage_order_gives_the_same_canonical_array(permutation, flips):
     rng = np.random.default_rng(0)
     array = rng.integers(-1000, 1000, size=(5, 6, 7)).astype(np.int16)
     reference = canonical_orientation(LPS_IDENTITY).apply(array)
-    stored, matrix = restore(array, LPS_IDENTITY, permutation, flips)
+    stored, matrix = restored(array, LPS_IDENTITY, permutation, flips)
     orientation = canonical_orientation(matrix)
     np.testing.assert_array_equal(orientation.apply(stored), reference)
     np.testing.assert_array_equal(orientation.invert(orientation.apply(stored)), stored)

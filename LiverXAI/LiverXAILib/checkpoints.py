@@ -10,9 +10,7 @@ atomically (temporary file, then rename). The bundled models are listed with the
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
 from .errors import CheckpointError
 from .networks import build_model
@@ -57,20 +56,6 @@ class CheckpointMetadata:
         return cls(**known)
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write with torch.save to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -91,7 +76,8 @@ def save_checkpoint(
     }
     if training_state is not None:
         payload["training_state"] = training_state
-    atomic_torch_save(payload, path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

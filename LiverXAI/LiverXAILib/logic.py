@@ -269,6 +269,6 @@ class LiverXAILogic:
                 mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
         except BaseException:
             for node in created.values():
-                scene.RemoveNode(node)
+                mrml.remove_with_display_nodes(scene, node)
             raise
         return created

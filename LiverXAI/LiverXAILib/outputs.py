@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import scene as mrml
+from .atomic import atomic_path
 from .constants import CLASS_NAMES
 from .orientation import canonical_orientation, canonical_spacing
 from .results import SegmentAndExplainResult
@@ -17,24 +16,20 @@ from .volume_io import write_volume
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2, default=str)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, default=str))
 
 
 def write_segmentation(scene: Any, segmentation_node: Any, path: Path) -> None:
     """Save a segmentation node as .seg.nrrd through Slicer's own storage node, atomically."""
-    temporary = path.with_name(f".tmp-{path.name}")
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     try:
-        storage.SetFileName(str(temporary))
-        if not storage.WriteData(segmentation_node):
-            raise RuntimeError(f"Writing {path.name} failed.")
-        os.replace(temporary, path)
+        with atomic_path(path, suffix=".seg.nrrd") as temporary:
+            storage.SetFileName(str(temporary))
+            if not storage.WriteData(segmentation_node):
+                raise RuntimeError(f"Writing {path.name} failed.")
     finally:
         scene.RemoveNode(storage)
-        temporary.unlink(missing_ok=True)
 
 
 def write_outputs(

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from .atomic import atomic_path
 from .constants import CLASS_COLORS, CLASS_NAMES, LIVER, TUMOR
 
 DISPLAY_WINDOW = (-160.0, 240.0)
@@ -89,8 +90,6 @@ def render_overview(
         for column, image in enumerate(tiles):
             canvas.paste(_tile(image, aspect), (column * TILE, header + row * TILE))
         draw.text((4, header + row * TILE + 4), f"slice {index}", fill="white")
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    canvas.save(temporary, format="PNG")
-    temporary.replace(path)
-    return path
+    with atomic_path(path, suffix=".png") as temporary:
+        canvas.save(temporary, format="PNG")
+    return Path(path)

@@ -125,3 +125,16 @@ def show_in_slice_views(
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
         composite.SetForegroundOpacity(opacity)
         composite.SetLabelVolumeID(label.GetID())
+
+
+def remove_with_display_nodes(scene: Any, node: Any) -> None:
+    """Remove a node together with the display and storage nodes it created."""
+    companions = []
+    if node.IsA("vtkMRMLDisplayableNode"):
+        companions += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if node.IsA("vtkMRMLStorableNode"):
+        companions += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    scene.RemoveNode(node)
+    for companion in companions:
+        if companion is not None and scene.IsNodePresent(companion):
+            scene.RemoveNode(companion)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path
 from .checkpoints import CheckpointMetadata, read_checkpoint, save_checkpoint
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
 from .metrics import confusion_matrix, metrics_from_confusion
@@ -244,10 +245,8 @@ def train(config: TrainConfig, log: Callable[[dict], None] | None = None) -> Pat
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as stream:
+    with atomic_path(path, suffix=".csv") as temporary, open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=[k for k in history[0] if k != "event"])
         writer.writeheader()
         for row in history:
             writer.writerow({k: v for k, v in row.items() if k != "event"})
-    temporary.replace(path)

@@ -6,13 +6,12 @@ Slicer's RAS. Writes are atomic: a temporary file beside the target, then a rena
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_path
 from .errors import InputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -79,16 +78,6 @@ def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
 
 def write_volume(path: str | Path, array: np.ndarray, ijk_to_ras: np.ndarray) -> None:
     """Write atomically; the file name's suffix picks the format (.nii.gz, .nrrd, ...)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.name[len(volume_stem(path)) :] or ".nrrd"
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{volume_stem(path)}.", suffix=suffix, dir=path.parent
-    )
-    os.close(handle)
-    try:
-        sitk.WriteImage(image_from_array(array, ijk_to_ras), temporary, useCompression=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    suffix = Path(path).name[len(volume_stem(path)) :] or ".nrrd"
+    with atomic_path(path, suffix=suffix) as temporary:
+        sitk.WriteImage(image_from_array(array, ijk_to_ras), str(temporary), useCompression=True)

@@ -1,0 +1,205 @@
+"""Segment & Explain on a real MRML scene (slicer-core) with the bundled demo model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import slicer.util
+from conftest import SAMPLE_SMALL_CT, load_volume_node, restored
+from LiverXAILib.errors import Cancelled, CheckpointError, InputError, NotHounsfieldError
+from LiverXAILib.logic import LiverXAILogic
+from LiverXAILib.orientation import canonical_orientation
+from LiverXAILib.scene import add_volume_from_array, ijk_to_ras_array, read_volume_node
+
+
+def geometry(node):
+    return ijk_to_ras_array(node), node.GetImageData().GetDimensions()
+
+
+def assert_same_geometry(output, reference):
+    matrix, dimensions = geometry(output)
+    reference_matrix, reference_dimensions = geometry(reference)
+    np.testing.assert_array_equal(matrix, reference_matrix)  # exact: origin, spacing, axes
+    assert dimensions == reference_dimensions
+    assert output.GetSpacing() == reference.GetSpacing()
+    assert output.GetOrigin() == reference.GetOrigin()
+
+
+@pytest.fixture
+def sample(headless):
+    node = load_volume_node(headless, SAMPLE_SMALL_CT, "sample")
+    return headless, node, LiverXAILogic(headless.scene, headless.appLogic)
+
+
+def test_outputs_have_the_input_geometry_and_expected_content(sample):
+    app, node, logic = sample
+    before = slicer.util.arrayFromVolume(node).copy()
+    matrix_before = ijk_to_ras_array(node)
+    result = logic.segmentAndExplain(node)
+
+    labelmap = app.scene.GetNodeByID(result.labelmapNodeID)
+    assert labelmap.IsA("vtkMRMLLabelMapVolumeNode")
+    assert_same_geometry(labelmap, node)
+    labels = slicer.util.arrayFromVolume(labelmap)
+    assert set(np.unique(labels)) <= {0, 1, 2} and (labels == 1).sum() > 1000
+    colors = labelmap.GetDisplayNode().GetColorNode()
+    assert [colors.GetColorName(i) for i in range(3)] == ["background", "liver", "tumor"]
+
+    assert set(result.heatmapNodeIDs) == {"liver", "tumor"}
+    for node_id in result.heatmapNodeIDs.values():
+        heatmap = app.scene.GetNodeByID(node_id)
+        assert heatmap.IsA("vtkMRMLScalarVolumeNode") and not heatmap.IsA(
+            "vtkMRMLLabelMapVolumeNode"
+        )
+        assert_same_geometry(heatmap, node)
+        values = slicer.util.arrayFromVolume(heatmap)
+        assert values.dtype == np.float32 and values.min() >= 0 and values.max() <= 1
+        display = heatmap.GetDisplayNode()
+        assert display.GetColorNodeID() == "vtkMRMLPETProceduralColorNodePET-Heat"
+        assert (display.GetWindow(), display.GetLevel()) == (1.0, 0.5)
+        assert "once per volume" in heatmap.GetDescription()
+    liver_heat = slicer.util.arrayFromVolume(app.scene.GetNodeByID(result.heatmapNodeIDs["liver"]))
+    assert liver_heat.max() == pytest.approx(1.0)
+
+    segmentation_node = app.scene.GetNodeByID(result.segmentationNodeID)
+    segmentation = segmentation_node.GetSegmentation()
+    names = [
+        segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())
+    ]
+    assert sorted(names) == ["liver", "tumor"]
+    assert segmentation.ContainsRepresentation("Closed surface")
+    liver = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver"))
+    assert liver.GetColor() == pytest.approx((0.87, 0.60, 0.47))
+    surface = liver.GetRepresentation("Closed surface")
+    assert surface is not None and surface.GetNumberOfPoints() > 100
+
+    assert result.liverVolumeMl == pytest.approx((labels >= 1).sum() * 27 / 1000, rel=1e-6)
+    assert result.timings["total"] > 0 and "CPU" in result.device
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
+    np.testing.assert_array_equal(ijk_to_ras_array(node), matrix_before)
+
+
+def test_a_reoriented_copy_gets_the_same_segmentation_in_physical_space(sample):
+    app, node, logic = sample
+    array, matrix = read_volume_node(node)
+    copy_array, copy_matrix = restored(array, matrix, (2, 0, 1), (True, False, True))
+    copy = add_volume_from_array(app.scene, copy_array, copy_matrix, "reoriented")
+    original = logic.segmentAndExplain(node, explainClasses=["liver"])
+    other = logic.segmentAndExplain(copy, explainClasses=["liver"])
+    labelmap = app.scene.GetNodeByID(other.labelmapNodeID)
+    assert_same_geometry(labelmap, copy)
+    first = slicer.util.arrayFromVolume(app.scene.GetNodeByID(original.labelmapNodeID))
+    second = slicer.util.arrayFromVolume(labelmap)
+    np.testing.assert_array_equal(
+        canonical_orientation(matrix).apply(first), canonical_orientation(copy_matrix).apply(second)
+    )
+    assert other.liverVolumeMl == pytest.approx(original.liverVolumeMl)
+
+
+def test_cancel_before_and_during_the_run_leaves_the_scene_as_it_was(sample):
+    app, node, logic = sample
+    count = app.scene.GetNumberOfNodes()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        logic.segmentAndExplain(node, cancelEvent=cancel)
+    assert app.scene.GetNumberOfNodes() == count
+
+    cancel = threading.Event()
+    seen = []
+
+    def cancel_after_first_batch(fraction, message):
+        seen.append(message)
+        if message.startswith("slice"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        logic.segmentAndExplain(
+            node, batchSize=4, progressCallback=cancel_after_first_batch, cancelEvent=cancel
+        )
+    assert app.scene.GetNumberOfNodes() == count
+    assert sum(message.startswith("slice") for message in seen) == 1
+
+
+def test_a_failure_while_adding_nodes_removes_the_nodes_made_so_far(sample):
+    app, node, _ = sample
+    app_logic_without_segmentations = slicer.vtkSlicerApplicationLogic()
+    app_logic_without_segmentations.SetMRMLScene(app.scene)
+    logic = LiverXAILogic(app.scene, app_logic_without_segmentations)
+    count = app.scene.GetNumberOfNodes()
+    with pytest.raises(RuntimeError, match="Segmentations module logic"):
+        logic.segmentAndExplain(node)
+    assert app.scene.GetNumberOfNodes() == count
+
+
+def make_node(app, array, spacing=(1.0, 1.0, 1.0)):
+    matrix = np.diag([-spacing[2], -spacing[1], spacing[0], 1.0])
+    return add_volume_from_array(app.scene, array, matrix, "bad")
+
+
+def ct_like(shape=(8, 32, 32)):
+    array = np.full(shape, -1000, dtype=np.int16)
+    array[:, 8:24, 8:24] = 50
+    array[:, 14:18, 14:18] = 400  # bone
+    return array
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ("none", InputError, "No input volume selected"),
+        ("2d", InputError, "2D image"),
+        ("vector", InputError, "values per voxel"),
+        ("empty", InputError, "empty"),
+        ("constant", InputError, "constant"),
+        ("not_hu", NotHounsfieldError, "Hounsfield"),
+        ("missing_model", CheckpointError, "not found"),
+        ("corrupt_model", CheckpointError, "not a readable"),
+        ("unknown_model", CheckpointError, "Unknown model"),
+    ],
+)
+def test_bad_input_gives_a_clear_error_and_adds_nothing(headless, tmp_path, case, error, message):
+    app = headless
+    logic = LiverXAILogic(app.scene, app.appLogic)
+    model = "unet-demo"
+    node = make_node(app, ct_like())
+    if case == "none":
+        node = None
+    elif case == "2d":
+        node = make_node(app, ct_like((1, 32, 32)))
+    elif case == "vector":
+        node = app.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+        slicer.util.updateVolumeFromArray(node, np.zeros((4, 8, 8, 3), dtype=np.uint8))
+    elif case == "empty":
+        node = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    elif case == "constant":
+        node = make_node(app, np.full((4, 8, 8), 7, dtype=np.int16))
+    elif case == "not_hu":
+        node = make_node(app, (np.arange(8 * 32 * 32) % 256).reshape(8, 32, 32).astype(np.uint8))
+    elif case == "missing_model":
+        model = str(tmp_path / "absent.pt")
+    elif case == "corrupt_model":
+        (tmp_path / "corrupt.pt").write_bytes(b"\x80\x02not a checkpoint")
+        model = str(tmp_path / "corrupt.pt")
+    elif case == "unknown_model":
+        model = "no-such-model"
+    count = app.scene.GetNumberOfNodes()
+    with pytest.raises(error, match=message):
+        logic.segmentAndExplain(node, model=model)
+    assert app.scene.GetNumberOfNodes() == count
+
+
+def test_non_hounsfield_input_runs_when_the_user_insists(headless):
+    logic = LiverXAILogic(headless.scene, headless.appLogic)
+    node = make_node(headless, (np.arange(8 * 32 * 32) % 256).reshape(8, 32, 32).astype(np.uint8))
+    result = logic.segmentAndExplain(node, allowNonHU=True, explainClasses=[])
+    assert result.heatmapNodeIDs == {}
+    assert headless.scene.GetNodeByID(result.labelmapNodeID) is not None
+
+
+def test_unknown_class_to_explain_is_refused(sample):
+    _, node, logic = sample
+    with pytest.raises(ValueError, match="Cannot explain"):
+        logic.segmentAndExplain(node, explainClasses=["spleen"])
