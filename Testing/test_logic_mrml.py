@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 import slicer.util
-from conftest import SAMPLE_SMALL_CT, load_volume_node, restored
+from conftest import IRCADB_CT, SAMPLE_SMALL_CT, load_volume_node, restored
 from LiverXAILib.errors import Cancelled, CheckpointError, InputError, NotHounsfieldError
 from LiverXAILib.logic import LiverXAILogic
 from LiverXAILib.orientation import canonical_orientation
@@ -203,3 +203,17 @@ def test_unknown_class_to_explain_is_refused(sample):
     _, node, logic = sample
     with pytest.raises(ValueError, match="Cannot explain"):
         logic.segmentAndExplain(node, explainClasses=["spleen"])
+
+
+@pytest.mark.slow
+def test_ircadb_outputs_have_exactly_its_geometry_and_the_input_is_untouched(headless):
+    node = load_volume_node(headless, IRCADB_CT, "ircadb17")
+    before = slicer.util.arrayFromVolume(node).copy()
+    matrix_before = ijk_to_ras_array(node)
+    logic = LiverXAILogic(headless.scene, headless.appLogic)
+    result = logic.segmentAndExplain(node, explainClasses=["liver"])
+    for node_id in [result.labelmapNodeID, *result.heatmapNodeIDs.values()]:
+        assert_same_geometry(headless.scene.GetNodeByID(node_id), node)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
+    np.testing.assert_array_equal(ijk_to_ras_array(node), matrix_before)
+    assert node.GetName() == "ircadb17"

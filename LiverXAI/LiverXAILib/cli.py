@@ -34,7 +34,11 @@ def _explain_classes(text: str) -> list[str]:
 
 
 def _progress(fraction: float, message: str) -> None:
-    print(f"\r[{fraction * 100:5.1f}%] {message:<40}", end="", file=sys.stderr, flush=True)
+    """Progress on stderr: one updating line on a terminal, plain lines in a log."""
+    if sys.stderr.isatty():
+        print(f"\r[{fraction * 100:5.1f}%] {message:<40}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
 def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = False) -> dict:
@@ -60,7 +64,8 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
         allowNonHU=args.allow_non_hu,
         progressCallback=_progress,
     )
-    print(file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
     if save_scene:
         scene_path = Path(args.out) / "scene.mrb"

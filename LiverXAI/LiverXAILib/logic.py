@@ -215,7 +215,7 @@ class LiverXAILogic:
                 "notes": metadata.notes,
                 "created": metadata.created,
             },
-            device=describe_device(device) if torch_device.type == "cuda" else "CPU",
+            device=describe_device(device),
             timings=timings,
         )
 
