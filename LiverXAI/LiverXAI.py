@@ -162,6 +162,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _update(self, caller=None, event=None) -> None:
         """Refresh what connectGui does not bind: model choice, device text, Apply state."""
         params = self._parameterNode
+        if params is None:  # the scene was closed (possibly during a run)
+            return
         combo = self.ui.modelSelector
         if combo.findText(params.model) < 0:  # e.g. a checkpoint named in a saved scene
             combo.addItem(params.model)

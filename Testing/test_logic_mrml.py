@@ -217,3 +217,16 @@ def test_ircadb_outputs_have_exactly_its_geometry_and_the_input_is_untouched(hea
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
     np.testing.assert_array_equal(ijk_to_ras_array(node), matrix_before)
     assert node.GetName() == "ircadb17"
+
+
+def test_outputs_follow_the_inputs_parent_transform(sample):
+    app, node, logic = sample
+    transform = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    result = logic.segmentAndExplain(node, explainClasses=["liver"])
+    for node_id in [
+        result.labelmapNodeID,
+        result.segmentationNodeID,
+        *result.heatmapNodeIDs.values(),
+    ]:
+        assert app.scene.GetNodeByID(node_id).GetTransformNodeID() == transform.GetID()

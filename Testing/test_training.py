@@ -56,5 +56,5 @@ def test_train_writes_checkpoints_and_history_then_resumes(tmp_path):
 
     model, metadata = load_checkpoint(tmp_path / "best.pt")
     assert metadata.architecture == "unet" and metadata.input_size == (128, 128)
-    assert metadata.training_data == [str(SAMPLE_SMALL_CT)]
+    assert metadata.training_data == [SAMPLE_SMALL_CT.name]
     assert "liver" in metadata.metrics["validation"]["per_class"]

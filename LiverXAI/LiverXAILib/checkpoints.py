@@ -102,8 +102,16 @@ def load_checkpoint(
 ) -> tuple[nn.Module, CheckpointMetadata]:
     """Rebuild the network from a checkpoint, in evaluation mode on the CPU."""
     payload = read_checkpoint(path)
-    metadata = CheckpointMetadata.from_dict(payload["metadata"])
     name = Path(path).name
+    try:
+        metadata = CheckpointMetadata.from_dict(payload["metadata"])
+        state_dict = payload["state_dict"]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{name}: incomplete checkpoint metadata ({error}).") from error
+    if tuple(metadata.class_names) != CLASS_NAMES:
+        raise CheckpointError(
+            f"{name} predicts {list(metadata.class_names)}; LiverXAI needs {list(CLASS_NAMES)}."
+        )
     if expected_architecture and metadata.architecture != expected_architecture:
         raise CheckpointError(
             f"{name} holds a {metadata.architecture!r} network, not {expected_architecture!r}."
@@ -113,7 +121,7 @@ def load_checkpoint(
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{name}: cannot build its network: {error}") from error
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise CheckpointError(
             f"{name}: its weights do not fit the {metadata.architecture!r} network "

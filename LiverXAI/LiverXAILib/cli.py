@@ -10,7 +10,6 @@ scene as ``scene.mrb``. ``train`` trains a network on CT + label volumes.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -43,9 +42,10 @@ def _progress(fraction: float, message: str) -> None:
 
 def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = False) -> dict:
     """Segment & Explain one file into ``args.out``; returns the report dictionary."""
+    from .atomic import atomic_path
     from .headless import create_headless_application
     from .logic import LiverXAILogic
-    from .outputs import write_outputs
+    from .outputs import write_json, write_outputs
     from .scene import add_volume_from_array
     from .volume_io import read_volume, volume_stem
 
@@ -69,11 +69,12 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
     report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
     if save_scene:
         scene_path = Path(args.out) / "scene.mrb"
-        if not app.scene.WriteToMRB(str(scene_path)):
-            raise RuntimeError(f"Saving the scene to {scene_path} failed.")
+        with atomic_path(scene_path, suffix=".mrb") as temporary:
+            if not app.scene.WriteToMRB(str(temporary)):
+                raise RuntimeError(f"Saving the scene to {scene_path} failed.")
     report["timings"]["command_total"] = time.perf_counter() - started
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    (Path(args.out) / f"{stem}_report.json").write_text(json.dumps(report, indent=2))
+    write_json(Path(args.out) / f"{stem}_report.json", report)
     print(result.summary())
     return report
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Outputs written to {args.out}")
         elif args.command == "train":
             run_train(args)
-    except (InputError, CheckpointError, Cancelled) as error:
+    except (InputError, CheckpointError, Cancelled, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

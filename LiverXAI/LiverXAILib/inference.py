@@ -25,6 +25,8 @@ from .explain import GradCAM
 from .preprocessing import SliceInputSpec
 
 ProgressCallback = Callable[[float, str], None]
+# torch < 2.5 has only the CUDA-specific class.
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -63,7 +65,7 @@ class SliceOutputs:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    return isinstance(error, OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 class SliceInferenceEngine:
@@ -107,7 +109,7 @@ class SliceInferenceEngine:
             indices = list(range(first, min(first + self.batch_size, depth)))
             try:
                 self._run_batch(canonical_volume, indices, explain_classes, outputs)
-            except (RuntimeError, torch.OutOfMemoryError) as error:
+            except (RuntimeError, OutOfMemoryError) as error:
                 if not _is_out_of_memory(error) or self.batch_size == 1:
                     raise
                 self.batch_size = max(1, self.batch_size // 2)

@@ -221,7 +221,8 @@ class LiverXAILogic:
 
     @staticmethod
     def _inputSliceIndex(orientation: CanonicalOrientation, depth: int, index: int) -> int:
-        """Canonical axial index → index along the input array's axis it came from."""
+        """Canonical axial index → index along the input axis that runs inferior-superior
+        (the K index of an axially stored scan, as Slicer numbers its slices)."""
         return depth - 1 - index if orientation.flips[0] else index
 
     def _addOutputNodes(
@@ -238,9 +239,8 @@ class LiverXAILogic:
         scene = self.scene
         base = inputVolumeNode.GetName()
         created: dict[str, Any] = {}
+        existing = mrml.node_ids(scene)
         try:
-            if scene.GetFirstNodeByName(mrml.LABEL_COLOR_TABLE_NAME) is None:
-                created["colors"] = mrml.label_color_table(scene)
             labelmap = mrml.add_output_volume(
                 scene, inputVolumeNode, orientation.invert(labels), f"{base} LiverXAI labels", True
             )
@@ -267,8 +267,10 @@ class LiverXAILogic:
             if showResults:
                 first_heatmap = next((created[CLASS_NAMES[c]] for c in heatmaps), None)
                 mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
+            transform_id = inputVolumeNode.GetTransformNodeID()
+            for node in created.values():  # outputs follow the input's parent transform
+                node.SetAndObserveTransformNodeID(transform_id)
         except BaseException:
-            for node in created.values():
-                mrml.remove_with_display_nodes(scene, node)
+            mrml.remove_nodes_except(scene, existing)
             raise
         return created

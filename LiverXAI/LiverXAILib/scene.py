@@ -127,14 +127,13 @@ def show_in_slice_views(
         composite.SetLabelVolumeID(label.GetID())
 
 
-def remove_with_display_nodes(scene: Any, node: Any) -> None:
-    """Remove a node together with the display and storage nodes it created."""
-    companions = []
-    if node.IsA("vtkMRMLDisplayableNode"):
-        companions += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
-    if node.IsA("vtkMRMLStorableNode"):
-        companions += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
-    scene.RemoveNode(node)
-    for companion in companions:
-        if companion is not None and scene.IsNodePresent(companion):
-            scene.RemoveNode(companion)
+def node_ids(scene: Any) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes_except(scene: Any, keep: set[str]) -> None:
+    """Remove every node added since ``keep`` was taken (rollback after a failure)."""
+    for node_id in node_ids(scene) - keep:
+        node = scene.GetNodeByID(node_id)
+        if node is not None:
+            scene.RemoveNode(node)

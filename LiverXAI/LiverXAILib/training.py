@@ -177,7 +177,7 @@ def train(config: TrainConfig, log: Callable[[dict], None] | None = None) -> Pat
         input_size=tuple(config.input_size),
         hu_window=tuple(config.hu_window),
         num_slices=config.num_slices,
-        training_data=[str(c.image) for c in config.train_cases],
+        training_data=[Path(c.image).name for c in config.train_cases],
         notes=config.notes,
     )
     history: list[dict] = []
