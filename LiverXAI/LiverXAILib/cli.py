@@ -10,8 +10,10 @@ scene as ``scene.mrb``. ``train`` trains a network on CT + label volumes.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +44,6 @@ def _progress(fraction: float, message: str) -> None:
 
 def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = False) -> dict:
     """Segment & Explain one file into ``args.out``; returns the report dictionary."""
-    from .atomic import atomic_path
     from .headless import create_headless_application
     from .logic import LiverXAILogic
     from .outputs import write_json, write_outputs
@@ -69,9 +70,13 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
     report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
     if save_scene:
         scene_path = Path(args.out) / "scene.mrb"
-        with atomic_path(scene_path, suffix=".mrb") as temporary:
+        # Slicer names the bundle's folder after the file, so write "scene.mrb" in a private
+        # temporary folder beside the target, then move it into place.
+        with tempfile.TemporaryDirectory(dir=args.out, prefix=".scene-") as folder:
+            temporary = Path(folder) / scene_path.name
             if not app.scene.WriteToMRB(str(temporary)):
                 raise RuntimeError(f"Saving the scene to {scene_path} failed.")
+            os.replace(temporary, scene_path)
     report["timings"]["command_total"] = time.perf_counter() - started
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_json(Path(args.out) / f"{stem}_report.json", report)
