@@ -234,6 +234,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             allowNonHU=allowNonHU,
             progressCallback=self.onProgress,
             cancelEvent=self._cancelEvent,
+            showResults=False,  # _showResult sets the slice views (and fits them)
         )
 
     def _showResult(self, result) -> None:

@@ -52,12 +52,7 @@ def add_output_volume(
     scene: Any, reference: Any, array: np.ndarray, name: str, labelmap: bool = False
 ) -> Any:
     """New volume node with exactly the reference node's geometry (origin, spacing, axes)."""
-    node_class = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    node = scene.AddNewNodeByClass(node_class, scene.GenerateUniqueName(name))
-    node.CopyOrientation(reference)
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
-    node.CreateDefaultDisplayNodes()
-    return node
+    return add_volume_from_array(scene, array, ijk_to_ras_array(reference), name, labelmap)
 
 
 def label_color_table(scene: Any) -> Any:
