@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,10 @@ IRCADB_CT = SHARED_DATA / "ircadb17" / "ct.nii.gz"
 IRCADB_LABEL = SHARED_DATA / "ircadb17" / "label.nii.gz"
 SAMPLE_CT = ROOT / "LiverXAI" / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"
 SAMPLE_SMALL_CT = SHARED_DATA / "totalseg_example" / "example_ct_sm.nii.gz"
+
+# Models registered by tests go to a private folder, never to the user's ~/.liverxai.
+os.environ["LIVERXAI_MODELS_DIR"] = tempfile.mkdtemp(prefix="liverxai-models-")
+os.environ.setdefault("LIVERXAI_CACHE", tempfile.mkdtemp(prefix="liverxai-cache-"))
 
 
 def require(path: Path) -> Path:

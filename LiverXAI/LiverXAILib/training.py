@@ -1,10 +1,18 @@
-"""Training a slice network on CT + label volumes: the entry point behind the demo weights.
+"""Training a slice network on CT + label volumes, headless or as the Slicer module's child.
 
-Slices come from the same canonical orientation, HU window and resizing as inference
-(``SliceInputSpec``), so a trained model sees at run time exactly what it saw in training.
-The loop is the source papers' recipe — Adam (lr 1e-3), batch 16, cross entropy or
-Dice + cross entropy, augmentation, early stopping on validation Dice — and writes
-``best.pt``, ``last.pt`` (resumable) and ``history.csv`` into the output folder.
+Data come from a LiTS / MSD folder or a CSV (``data.py``), split by patient with a seed and
+the split written to ``OUT/split.json``. Slices are extracted once into an on-disk cache with
+the same canonical orientation, HU window, resizing and 2.5D stacking as inference, then
+streamed from memory maps with MONAI augmentation. The recipe defaults to the source
+papers': Adam (lr 1e-3), batch 16, Dice + cross entropy (or cross entropy) with class
+weights, early stopping on validation Dice; optional step or cosine decay; mixed precision on
+CUDA; several processes through ``torchrun`` (distributed data parallel).
+
+Progress is printed as JSON lines (one object per line with an ``event`` key: start, split,
+cache, data, resume, step, epoch, early_stop, stopped, done). ``OUT`` receives ``best.pt``
+(best validation score), ``last.pt`` (every epoch; ``resume=True`` continues from it, so a
+crash loses at most one epoch), ``history.csv`` and ``curves.png``. Creating ``OUT/STOP`` (or
+SIGTERM / SIGINT) stops after the current step, keeping the last finished epoch.
 """
 
 from __future__ import annotations
@@ -12,41 +20,51 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .atomic import atomic_path
+from .augmentation import DEFAULT_AUGMENTATIONS
+from .catalog import register_model
 from .checkpoints import CheckpointMetadata, read_checkpoint, save_checkpoint
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
+from .data import Case, DataSplit, discover_cases, split_by_patient
+from .distributed import DistributedContext, distributed_context
+from .errors import InputError
+from .losses import build_loss
 from .metrics import confusion_matrix, metrics_from_confusion
-from .networks import build_model
-from .orientation import canonical_orientation
+from .networks import build_model, count_parameters
 from .preprocessing import SliceInputSpec
-from .volume_io import read_volume
+from .slice_cache import CachedCase, SliceCache, default_cache_dir
+from .slice_dataset import SliceDataset
+from .training_curves import write_curves
 
-
-@dataclass
-class Case:
-    """One training case: a CT volume and its label volume (0 background, 1 liver, 2 tumor)."""
-
-    image: Path
-    label: Path
+SCHEDULES = ("none", "step", "cosine")
+STOP_FILE = "STOP"
+Log = Callable[[dict], None]
 
 
 @dataclass
 class TrainConfig:
-    train_cases: list[Case]
+    """Everything a training run depends on; stored in ``last.pt`` for the record."""
+
     out_dir: Path
+    data: Path | None = None  # LiTS / MSD folder or CSV, split by patient
+    train_cases: list[Case] = field(default_factory=list)  # or explicit cases
     validation_cases: list[Case] = field(default_factory=list)
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
     architecture: str = "unet"
     architecture_kwargs: dict = field(default_factory=dict)
     input_size: tuple[int, int] = (128, 128)
@@ -55,196 +73,407 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 16
     learning_rate: float = 1e-3
-    loss: str = "dicece"  # "ce" or "dicece"
+    schedule: str = "none"
+    loss: str = "dicece"
     class_weights: tuple[float, float, float] = (1.0, 1.0, 3.0)
-    keep_empty_fraction: float = 0.2  # share of slices without liver that are kept
-    augment: bool = True
+    keep_empty_fraction: float = 0.2
+    augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS
     patience: int = 15
     seed: int = 0
     device: str = "auto"
+    workers: int = 0
+    cache_dir: Path | None = None
     resume: bool = False
+    register_as: str = ""  # add best.pt to the user's model catalog under this name
     notes: str = ""
 
 
-def extract_slices(
-    case: Case, spec: SliceInputSpec, keep_empty_fraction: float, rng: random.Random
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Network inputs (N, C, H, W) and nearest-neighbour resized targets (N, H, W) of a case."""
-    image, ijk_to_ras = read_volume(case.image)
-    labels, _ = read_volume(case.label)
-    if labels.shape != image.shape:
-        raise ValueError(f"{case.label.name} and {case.image.name} differ in size.")
-    orientation = canonical_orientation(ijk_to_ras)
-    canonical_image = orientation.apply(image)
-    canonical_labels = orientation.apply(labels)
-    has_liver = canonical_labels.reshape(canonical_labels.shape[0], -1).max(axis=1) > 0
-    keep = [i for i in range(len(has_liver)) if has_liver[i] or rng.random() < keep_empty_fraction]
-    inputs = spec.batch(canonical_image, keep)
-    targets = torch.from_numpy(np.ascontiguousarray(canonical_labels[keep]).astype(np.float32))
-    targets = F.interpolate(targets[:, None], size=spec.input_size, mode="nearest")[:, 0]
-    return inputs, targets.long().clamp(0, len(CLASS_NAMES) - 1)
+def json_log(record: dict) -> None:
+    """Print one progress record as a JSON line on stdout."""
+    print(json.dumps(record), file=sys.stdout, flush=True)
 
 
-def augment_batch(inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator):
-    """Random rotation (±15°), zoom (0.85–1.15), shift, Gaussian noise and intensity shift."""
-    batch = inputs.shape[0]
-    angle = (torch.rand(batch, generator=generator) - 0.5) * math.radians(30)
-    scale = 0.85 + 0.3 * torch.rand(batch, generator=generator)
-    shift = (torch.rand(batch, 2, generator=generator) - 0.5) * 0.2
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(inputs.shape), align_corners=False)
-    inputs = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    targets = F.grid_sample(
-        targets[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
-    )[:, 0].long()
-    noise = 0.02 * torch.randn(inputs.shape, generator=generator)
-    offset = (torch.rand(batch, 1, 1, 1, generator=generator) - 0.5) * 0.1
-    return (inputs + noise + offset).clamp(0, 1), targets
+class StopRequest:
+    """Set by ``OUT/STOP`` appearing or by SIGTERM / SIGINT; checked after every step."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.stop_file = out_dir / STOP_FILE
+        self.signalled = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._on_signal)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _on_signal(self, _number, _frame) -> None:
+        self.signalled = True
+
+    def requested(self) -> bool:
+        return self.signalled or self.stop_file.exists()
 
 
-def segmentation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, kind: str, class_weights: torch.Tensor
-) -> torch.Tensor:
-    """Weighted cross entropy, plus soft Dice over the foreground classes for ``dicece``."""
-    loss = F.cross_entropy(logits, targets, weight=class_weights)
-    if kind == "ce":
-        return loss
-    if kind != "dicece":
-        raise ValueError(f"unknown loss {kind!r}: use ce or dicece")
-    probabilities = torch.softmax(logits, dim=1)[:, 1:]
-    one_hot = F.one_hot(targets, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    intersection = (probabilities * one_hot).sum(dim=(0, 2, 3))
-    total = probabilities.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
-    dice = (2 * intersection + 1.0) / (total + 1.0)
-    return loss + (1 - dice).mean()
+def _choose_device(requested: str, context_local_rank: int) -> torch.device:
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", context_local_rank)
+    if requested == "cuda":
+        raise InputError("--device cuda was asked for, but PyTorch sees no CUDA GPU.")
+    return torch.device("cpu")
 
 
-def evaluate_slices(model: nn.Module, inputs, targets, device, batch_size: int = 32) -> dict:
-    """Per-class metrics (Dice, IoU, ...) of a model over prepared slices."""
+def resolve_split(config: TrainConfig) -> DataSplit:
+    """The run's split: reused from ``OUT/split.json`` when resuming, else made and written."""
+    split_file = Path(config.out_dir) / "split.json"
+    if config.resume and split_file.is_file():
+        return DataSplit.read(split_file)
+    if config.data is not None:
+        cases = discover_cases(config.data)
+        split = split_by_patient(
+            cases, config.validation_fraction, config.test_fraction, config.split_seed
+        )
+    elif config.train_cases:
+        split = DataSplit(list(config.train_cases), list(config.validation_cases))
+    else:
+        raise InputError("No training data: give a data folder / CSV or training cases.")
+    return split
+
+
+def _cache_cases(
+    cases: list[Case], cache: SliceCache, context: DistributedContext, log: Log
+) -> list[CachedCase]:
+    """Extract (rank 0) or look up (other ranks, after a barrier) every case's slices."""
+    cached = []
+    if context.is_main:
+        for index, case in enumerate(cases):
+            entry, reused = cache.ensure(case)
+            cached.append(entry)
+            log(
+                {
+                    "event": "cache",
+                    "case": case.case_id,
+                    "index": index,
+                    "total": len(cases),
+                    "slices": entry.count,
+                    "cached": reused,
+                }
+            )
+    context.barrier()
+    if not context.is_main:
+        cached = [cache.lookup(case) for case in cases]
+    return cached
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: SliceDataset,
+    device: torch.device,
+    context: DistributedContext | None = None,
+    batch_size: int = 32,
+) -> tuple[dict, float]:
+    """Per-class metrics and mean cross entropy over a dataset's slices (this rank's share)."""
+    context = context or DistributedContext()
     model.eval()
     cm = np.zeros((len(CLASS_NAMES),) * 2, dtype=np.int64)
+    loss_sum, pixels = 0.0, 0
+    indices = list(range(context.rank, len(dataset), context.world_size))
     with torch.inference_mode():
-        for first in range(0, len(inputs), batch_size):
-            logits = model(inputs[first : first + batch_size].to(device))
-            predicted = logits.argmax(dim=1).cpu().numpy()
-            cm += confusion_matrix(predicted, targets[first : first + batch_size].numpy())
-    return metrics_from_confusion(cm, CLASS_NAMES)
+        for first in range(0, len(indices), batch_size):
+            items = [dataset[i] for i in indices[first : first + batch_size]]
+            inputs = torch.stack([x for x, _ in items]).to(device)
+            targets = torch.stack([y for _, y in items]).to(device)
+            logits = model(inputs).float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            pixels += targets.numel()
+            cm += confusion_matrix(logits.argmax(1).cpu().numpy(), targets.cpu().numpy())
+    totals = context.sum(torch.from_numpy(np.append(cm.ravel(), [pixels]).astype(np.float64)))
+    loss_total = context.sum(torch.tensor([loss_sum], dtype=torch.float64))
+    cm = totals[:-1].numpy().astype(np.int64).reshape(cm.shape)
+    count = max(float(totals[-1]), 1.0)
+    return metrics_from_confusion(cm, CLASS_NAMES), float(loss_total[0]) / count
 
 
-def _prepare(cases: Sequence[Case], spec: SliceInputSpec, config: TrainConfig, rng):
-    parts = [extract_slices(case, spec, config.keep_empty_fraction, rng) for case in cases]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
-def _score(metrics: dict) -> float:
-    """Model selection score: mean Dice of liver and tumour (tumour counted only if present)."""
+def selection_score(metrics: dict) -> float:
+    """Model selection score: mean Dice of liver and tumour (tumour only if present)."""
     values = [metrics["per_class"]["liver"]["dice"], metrics["per_class"]["tumor"]["dice"]]
     values = [v for v in values if v == v]
     return float(np.mean(values)) if values else 0.0
 
 
-def train(config: TrainConfig, log: Callable[[dict], None] | None = None) -> Path:
-    """Train; returns the path of ``best.pt``. Progress goes to ``log`` as dictionaries."""
-    log = log or (lambda record: print(json.dumps(record), file=sys.stdout, flush=True))
+def _scheduler(optimizer, config: TrainConfig):
+    if config.schedule == "step":
+        step = max(1, config.epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    if config.schedule == "none":
+        return None
+    raise ValueError(f"unknown schedule {config.schedule!r}: choose {', '.join(SCHEDULES)}")
+
+
+def train(config: TrainConfig, log: Log | None = None) -> Path:
+    """Train as configured; returns the path of ``best.pt`` (see the module docstring)."""
+    log = log or json_log
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = torch.device(
+    device_type = (
         "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     )
-    spec = SliceInputSpec(config.hu_window, config.input_size, config.num_slices)
-    train_x, train_y = _prepare(config.train_cases, spec, config, rng)
-    val_x, val_y = (
-        _prepare(config.validation_cases, spec, config, rng)
-        if config.validation_cases
-        else (train_x, train_y)
+    context = distributed_context(device_type)
+    try:
+        return _train(config, context, log if context.is_main else (lambda _record: None))
+    finally:
+        context.close()
+        if context.is_main:
+            (out / STOP_FILE).unlink(missing_ok=True)
+
+
+def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
+    out = Path(config.out_dir)
+    if not config.resume and (out / "last.pt").is_file():
+        raise InputError(
+            f"{out} already holds a training run (last.pt); pass --resume to continue it or "
+            "choose another output folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        (out / STOP_FILE).unlink(missing_ok=True)
+    device = _choose_device(config.device, context.local_rank)
+    torch.manual_seed(config.seed + context.rank)
+    log(
+        {
+            "event": "start",
+            "arch": config.architecture,
+            "epochs": config.epochs,
+            "out": str(out),
+            "device": str(device),
+            "world_size": context.world_size,
+        }
     )
-    log({"event": "data", "train_slices": len(train_x), "validation_slices": len(val_x)})
+
+    split = resolve_split(config)
+    if not split.train:
+        raise InputError("The split left no case for training.")
+    if context.is_main:
+        split.write(out / "split.json")
+        log(
+            {
+                "event": "split",
+                **{
+                    part: [c.case_id for c in split.part(part)]
+                    for part in ("train", "validation", "test")
+                },
+                "file": str(out / "split.json"),
+            }
+        )
+    began = time.perf_counter()
+    spec = SliceInputSpec(config.hu_window, config.input_size, config.num_slices)
+    cache = SliceCache(
+        config.cache_dir or default_cache_dir(), spec, config.keep_empty_fraction, config.split_seed
+    )
+    selection_part = "validation" if split.validation else "training"
+    train_cached = _cache_cases(split.train, cache, context, log)
+    validation_cached = (
+        _cache_cases(split.validation, cache, context, log) if split.validation else train_cached
+    )
+    train_set = SliceDataset(train_cached, config.augmentations, seed=config.seed)
+    validation_set = SliceDataset(validation_cached)
+    log(
+        {
+            "event": "data",
+            "train_slices": len(train_set),
+            "validation_slices": len(validation_set),
+            "selection": selection_part,
+            "seconds": time.perf_counter() - began,
+        }
+    )
 
     kwargs = {"in_channels": config.num_slices, "num_classes": len(CLASS_NAMES)}
     kwargs.update(config.architecture_kwargs)
-    model = build_model(config.architecture, **kwargs).to(device)
+    network = build_model(config.architecture, **kwargs).to(device)
+    model: nn.Module = network
+    if context.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    weights = torch.tensor(config.class_weights, dtype=torch.float32, device=device)
+    scheduler = _scheduler(optimizer, config)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_function = build_loss(config.loss, config.class_weights).to(device)
     metadata = CheckpointMetadata(
         architecture=config.architecture,
         architecture_kwargs=kwargs,
         input_size=tuple(config.input_size),
         hu_window=tuple(config.hu_window),
         num_slices=config.num_slices,
-        training_data=[Path(c.image).name for c in config.train_cases],
+        training_data=[c.image.name for c in split.train],
         notes=config.notes,
     )
+    recipe = json.loads(json.dumps(asdict(config), default=str))
+
     history: list[dict] = []
     start_epoch, best_score, stale = 0, -1.0, 0
     if config.resume and (out / "last.pt").is_file():
         state = read_checkpoint(out / "last.pt")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["training_state"]["optimizer"])
-        start_epoch = int(state["training_state"]["epoch"]) + 1
-        best_score = float(state["training_state"]["best_score"])
-        stale = int(state["training_state"]["stale"])
-        history = list(state["training_state"]["history"])
+        network.load_state_dict(state["state_dict"])
+        training_state = state["training_state"]
+        optimizer.load_state_dict(training_state["optimizer"])
+        if scheduler is not None and training_state.get("scheduler"):
+            scheduler.load_state_dict(training_state["scheduler"])
+        if training_state.get("scaler"):
+            scaler.load_state_dict(training_state["scaler"])
+        start_epoch = int(training_state["epoch"]) + 1
+        best_score = float(training_state["best_score"])
+        stale = int(training_state["stale"])
+        history = list(training_state["history"])
         log({"event": "resume", "epoch": start_epoch})
 
-    for epoch in range(start_epoch, config.epochs):
-        began = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        losses = []
-        for first in range(0, len(order), config.batch_size):
-            index = order[first : first + config.batch_size]
-            inputs, targets = train_x[index], train_y[index]
-            if config.augment:
-                inputs, targets = augment_batch(inputs, targets, generator)
-            logits = model(inputs.to(device))
-            loss = segmentation_loss(logits, targets.to(device), config.loss, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        metrics = evaluate_slices(model, val_x, val_y, device)
-        score = _score(metrics)
-        record = {
-            "event": "epoch",
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "val_liver_dice": metrics["per_class"]["liver"]["dice"],
-            "val_tumor_dice": metrics["per_class"]["tumor"]["dice"],
-            "score": score,
-            "seconds": time.perf_counter() - began,
-            "slices_per_second": len(train_x) / (time.perf_counter() - began),
-        }
-        history.append(record)
-        log(record)
-        if score > best_score:
-            best_score, stale = score, 0
-            metadata.metrics = {"validation": metrics, "epoch": epoch}
-            save_checkpoint(out / "best.pt", model, metadata)
-        else:
-            stale += 1
-        training_state = {
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "best_score": best_score,
-            "stale": stale,
-            "history": history,
-            "config": json.loads(json.dumps(asdict(config), default=str)),
-        }
-        save_checkpoint(out / "last.pt", model, metadata, training_state)
-        _write_history(out / "history.csv", history)
-        if stale >= config.patience:
-            log({"event": "early_stop", "epoch": epoch, "best_score": best_score})
-            break
+    per_rank_batch = max(1, math.ceil(config.batch_size / context.world_size))
+    if context.enabled:
+        sampler = DistributedSampler(
+            train_set, context.world_size, context.rank, shuffle=True, seed=config.seed
+        )
+    else:
+        sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(config.seed))
+    epoch_seconds: list[float] = []
+    finished = "done"
+    with StopRequest(out) as stop:
+        for epoch in range(start_epoch, config.epochs):
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
+            else:
+                sampler.generator.manual_seed(config.seed * 100_003 + epoch)
+            train_set.reseed(config.seed * 100_003 + epoch * 101 + context.rank)
+            loader = DataLoader(
+                train_set, per_rank_batch, sampler=sampler, num_workers=config.workers
+            )
+            epoch_began = time.perf_counter()
+            last_report = epoch_began
+            model.train()
+            loss_sum, seen, stopped = 0.0, 0, False
+            steps = len(loader)
+            for step, (inputs, targets) in enumerate(loader):
+                inputs, targets = inputs.to(device), targets.to(device)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    logits = model(inputs)
+                loss = loss_function(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += float(loss.detach()) * len(inputs)
+                seen += len(inputs)
+                now = time.perf_counter()
+                if now - last_report >= 2.0 or step == steps - 1:
+                    last_report = now
+                    log(
+                        {
+                            "event": "step",
+                            "epoch": epoch,
+                            "step": step + 1,
+                            "steps": steps,
+                            "loss": loss_sum / seen,
+                            "eta_seconds": (now - epoch_began) / (step + 1) * (steps - step - 1),
+                        }
+                    )
+                if context.any(stop.requested()):
+                    stopped = True
+                    break
+            if stopped:
+                finished = "stopped"
+                log({"event": "stopped", "epoch": epoch})
+                break
+            train_seconds = time.perf_counter() - epoch_began
+            totals = context.sum(torch.tensor([loss_sum, seen], dtype=torch.float64))
+            metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
+            score = selection_score(metrics)
+            improved = score > best_score
+            if improved:
+                best_score, stale = score, 0
+            else:
+                stale += 1
+            if scheduler is not None:
+                scheduler.step()
+            seconds = time.perf_counter() - epoch_began
+            epoch_seconds.append(seconds)
+            record = {
+                "event": "epoch",
+                "epoch": epoch,
+                "epochs": config.epochs,
+                "loss": float(totals[0] / max(float(totals[1]), 1.0)),
+                "val_loss": validation_loss,
+                "val_liver_dice": metrics["per_class"]["liver"]["dice"],
+                "val_tumor_dice": metrics["per_class"]["tumor"]["dice"],
+                "score": score,
+                "best_score": best_score,
+                "improved": improved,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+                "train_seconds": train_seconds,
+                "slices_per_second": float(totals[1]) / train_seconds,
+                "eta_seconds": float(np.mean(epoch_seconds)) * (config.epochs - epoch - 1),
+            }
+            history.append(record)
+            log(record)
+            if context.is_main:
+                if improved:
+                    metadata.metrics = {
+                        selection_part: metrics,
+                        "epoch": epoch,
+                        "selection": selection_part,
+                        "parameters": count_parameters(network),
+                        "recipe": recipe,
+                    }
+                    save_checkpoint(out / "best.pt", network, metadata)
+                training_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "scaler": scaler.state_dict() if use_amp else {},
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "stale": stale,
+                    "history": history,
+                    "config": recipe,
+                }
+                save_checkpoint(out / "last.pt", network, metadata, training_state)
+                write_history(out / "history.csv", history)
+                write_curves(history, out / "curves.png")
+            context.barrier()
+            if stale >= config.patience:
+                log({"event": "early_stop", "epoch": epoch, "best_score": best_score})
+                break
+    if finished == "done":
+        registered = None
+        if context.is_main and config.register_as and (out / "best.pt").is_file():
+            registered = _register(out / "best.pt", config.register_as)
+        log(
+            {
+                "event": "done",
+                "best": str(out / "best.pt"),
+                "last": str(out / "last.pt"),
+                "best_score": best_score,
+                "registered": registered,
+            }
+        )
     return out / "best.pt"
 
 
-def _write_history(path: Path, history: list[dict]) -> None:
+def _register(checkpoint: Path, name: str) -> str:
+    """Add a finished checkpoint to the user's catalog (Segment & Explain lists it)."""
+    metadata = read_checkpoint(checkpoint)["metadata"]
+    description = (
+        f"{metadata['architecture']} trained with LiverXAI on "
+        f"{len(metadata.get('training_data', []))} case(s); {checkpoint.parent}."
+    )
+    register_model(checkpoint, name, metadata, description)
+    return name
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """Write the epoch records as CSV (atomically)."""
     with atomic_path(path, suffix=".csv") as temporary, open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=[k for k in history[0] if k != "event"])
         writer.writeheader()

@@ -1,0 +1,33 @@
+"""Training-curve figure: loss and validation Dice per epoch, written next to the checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .atomic import atomic_path
+
+
+def write_curves(history: Sequence[dict], path: str | Path) -> None:
+    """Write ``curves.png``: training/validation loss (left), liver/tumour Dice (right)."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] + 1 for row in history]
+    figure = Figure(figsize=(10, 4), dpi=100)
+    loss_axes, dice_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [row["loss"] for row in history], label="training")
+    loss_axes.plot(epochs, [row["val_loss"] for row in history], label="validation")
+    loss_axes.set(xlabel="epoch", ylabel="loss", title="Loss")
+    loss_axes.legend()
+    for key, name in (("val_liver_dice", "liver"), ("val_tumor_dice", "tumour")):
+        dice_axes.plot(epochs, [row[key] for row in history], label=name)
+    dice_axes.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
+    dice_axes.legend()
+    figure.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, format="png")
