@@ -16,15 +16,15 @@ demo: $(STAMP)  ## Segment & Explain the bundled sample CT with the bundled weig
 	$(BIN)/python -m LiverXAILib demo --out demo-output
 
 test: $(STAMP)  ## lint, then the whole test suite (MRML tests on slicer-core, real CT)
-	$(BIN)/ruff check LiverXAI Testing
+	$(BIN)/ruff check LiverXAI LiverXAITraining Testing
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check LiverXAI Testing
-	$(BIN)/ruff format --check LiverXAI Testing
+	$(BIN)/ruff check LiverXAI LiverXAITraining Testing
+	$(BIN)/ruff format --check LiverXAI LiverXAITraining Testing
 
 format: $(STAMP)
-	$(BIN)/ruff format LiverXAI Testing
+	$(BIN)/ruff format LiverXAI LiverXAITraining Testing
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

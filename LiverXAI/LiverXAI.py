@@ -109,7 +109,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = LiverXAILogic()
-        self.ui.modelSelector.addItems(self.logic.availableModels())
+        self.refreshModelList()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -122,7 +122,19 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        self.refreshModelList()  # the Training module may have registered a model meanwhile
         self.initializeParameterNode()
+
+    def refreshModelList(self) -> None:
+        """Re-read the model catalog (bundled and registered models), keeping the choice."""
+        combo = self.ui.modelSelector
+        current = combo.currentText
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(self.logic.availableModels())
+        if current and combo.findText(current) >= 0:
+            combo.setCurrentIndex(combo.findText(current))
+        combo.blockSignals(False)
 
     def exit(self) -> None:
         self.setParameterNode(None)
