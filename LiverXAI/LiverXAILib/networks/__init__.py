@@ -12,15 +12,30 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .dcunet import DCUNet
+from .multiresunet import MultiResUNet
+from .resunet import ResUNet
+from .transunet import TransUNet
 from .unet import UNet
+from .vunet import VUNet
 
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,
+    "vunet": VUNet,
+    "resunet": ResUNet,
+    "multiresunet": MultiResUNet,
+    "dcunet": DCUNet,
+    "transunet": TransUNet,
 }
 
 __all__ = [
     "MODEL_BUILDERS",
+    "DCUNet",
+    "MultiResUNet",
+    "ResUNet",
+    "TransUNet",
     "UNet",
+    "VUNet",
     "available_models",
     "build_model",
     "count_parameters",
