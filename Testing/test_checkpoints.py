@@ -100,3 +100,23 @@ def test_tampered_catalog_model_is_rejected(tmp_path):
         resolve_model("x", catalog)
     with pytest.raises(CheckpointError, match="Unknown model 'y'"):
         resolve_model("y", catalog)
+
+
+def test_register_model_lists_verifies_and_replaces(tmp_path):
+    from LiverXAILib.catalog import register_model
+
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    first.write_bytes(b"weights one")
+    second.write_bytes(b"weights two")
+    folder = tmp_path / "models"
+    entry = register_model(first, "mine", {"architecture": "unet"}, models_dir=folder)
+    assert resolve_model("mine", folder / "models.json").read_bytes() == b"weights one"
+    assert entry["sha256"] == sha256_file(first)
+    register_model(second, "mine", {"architecture": "unet"}, models_dir=folder)
+    assert [e["name"] for e in read_catalog(folder / "models.json")] == ["mine"]
+    assert resolve_model("mine", folder / "models.json").read_bytes() == b"weights two"
+    assert len(list(folder.glob("*.pt"))) == 1  # the replaced version is gone
+    with pytest.raises(ValueError, match="taken by a bundled model"):
+        register_model(first, "unet-demo", {}, models_dir=folder)
+    with pytest.raises(ValueError, match="use letters"):
+        register_model(first, "../evil", {}, models_dir=folder)

@@ -117,6 +117,14 @@ def test_stop_file_ends_cleanly_and_resume_continues(data, tmp_path):
     finished = read_checkpoint(out / "last.pt")["training_state"]["epoch"]
     assert finished == stopped["epoch"] - 1  # the interrupted epoch is not saved half-done
 
+    changed = subprocess.run(
+        command(data, out, tmp_path / "cache", finished + 2, "--resume", "--loss", "ce"),
+        capture_output=True,
+        text=True,
+        env=ENVIRONMENT,
+    )
+    assert changed.returncode == 2 and "loss: dicece → ce" in changed.stderr
+
     events = run(command(data, out, tmp_path / "cache", finished + 2, "--resume"))
     assert {"event": "resume", "epoch": finished + 1} in events
     with open(out / "history.csv") as stream:
@@ -165,3 +173,11 @@ def test_explicit_cases_still_train(tmp_path):
     assert data_event["selection"] == "training"  # no validation patient: said so
     _, metadata = load_checkpoint(tmp_path / "run" / "best.pt")
     assert metadata.training_data == [SAMPLE_SMALL_CT.name]
+
+
+def test_selection_score_ignores_absent_tumour():
+    from LiverXAILib.training import selection_score
+
+    metrics = {"per_class": {"liver": {"dice": 0.8}, "tumor": {"dice": 0.0}}}
+    assert selection_score(metrics, tumor_present=True) == pytest.approx(0.4)
+    assert selection_score(metrics, tumor_present=False) == pytest.approx(0.8)

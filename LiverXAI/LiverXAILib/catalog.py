@@ -77,14 +77,17 @@ def register_model(
     if any(entry["name"] == name for entry in _read_one(CATALOG)):
         raise ValueError(f"Model name {name!r} is taken by a bundled model; choose another.")
     folder = Path(models_dir) if models_dir is not None else user_models_dir()
-    target = folder / f"{name}.pt"
+    digest = sha256_file(checkpoint)
+    # The file name carries the checksum: the catalog never points at a half-replaced file,
+    # and the previous version is removed only after the catalog names the new one.
+    target = folder / f"{name}-{digest[:12]}.pt"
     with atomic_path(target, suffix=".pt") as temporary:
         shutil.copyfile(checkpoint, temporary)
     entry = {
         "name": name,
         "architecture": metadata.get("architecture", ""),
         "file": target.name,
-        "sha256": sha256_file(target),
+        "sha256": digest,
         "input_size": list(metadata.get("input_size", [])),
         "num_slices": metadata.get("num_slices", 1),
         "classes": list(metadata.get("class_names", [])),
@@ -93,10 +96,13 @@ def register_model(
         "metrics": metadata.get("metrics", {}),
     }
     catalog = folder / "models.json"
-    entries = [e for e in _read_one(catalog) if e["name"] != name]
-    entries = [{k: v for k, v in e.items() if k != "path"} for e in entries] + [entry]
+    previous = _read_one(catalog)
+    entries = [{k: v for k, v in e.items() if k != "path"} for e in previous if e["name"] != name]
     with atomic_path(catalog, suffix=".json") as temporary:
-        temporary.write_text(json.dumps({"models": entries}, indent=2))
+        temporary.write_text(json.dumps({"models": entries + [entry]}, indent=2))
+    for old in previous:
+        if old["name"] == name and old["file"] != target.name:
+            Path(old["path"]).unlink(missing_ok=True)
     return {**entry, "path": str(target)}
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -83,10 +82,19 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
                 raise RuntimeError(f"Saving the scene to {scene_path} failed.")
             os.replace(temporary, scene_path)
     report["timings"]["command_total"] = time.perf_counter() - started
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["peak_rss_mb"] = _peak_rss_mb()
     write_json(Path(args.out) / f"{stem}_report.json", report)
     print(result.summary())
     return report
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MB (None where ``resource`` is missing)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _add_segment_options(parser: argparse.ArgumentParser) -> None:

@@ -45,8 +45,9 @@ class Case:
     source: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "image", Path(self.image))
-        object.__setattr__(self, "label", Path(self.label))
+        # Absolute, so a split file works from any working folder.
+        object.__setattr__(self, "image", Path(self.image).expanduser().absolute())
+        object.__setattr__(self, "label", Path(self.label).expanduser().absolute())
         if not self.case_id:
             object.__setattr__(self, "case_id", volume_stem(self.image))
         if not self.patient:

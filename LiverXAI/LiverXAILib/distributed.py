@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str = ""
+    device: str = "cpu"  # where collective tensors live: NCCL needs them on the GPU
 
     @property
     def is_main(self) -> bool:
@@ -38,16 +40,17 @@ class DistributedContext:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over all processes (a copy; the input is unchanged when alone)."""
-        values = values.clone()
-        if self.enabled:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
+        if not self.enabled:
+            return values.clone()
+        values = values.to(self.device, copy=True)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values.cpu()
 
     def any(self, flag: bool) -> bool:
         """True on every process if ``flag`` is true on any of them."""
         if not self.enabled:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0])
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
@@ -56,17 +59,28 @@ class DistributedContext:
             dist.destroy_process_group()
 
 
+#: Collectives wait this long: the first run of a large dataset extracts its slice cache
+#: before the first barrier, which can take longer than PyTorch's default 10–30 minutes.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
+
+
 def distributed_context(device_type: str) -> DistributedContext:
     """Join the process group that ``torchrun`` describes, or return a world of one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
+    device = "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return DistributedContext(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_rank=local_rank,
         backend=backend,
+        device=device,
     )

@@ -99,6 +99,9 @@ class ModelEvaluation:
     parameters: int | None
     confusion: np.ndarray  # (3, 3) int64, truth on rows, prediction on columns
     cross_entropy: float  # mean over all pixels at network resolution
+    cross_entropy_per_class: dict[str, float] = field(
+        default_factory=dict
+    )  # mean over true-class pixels
     per_case: list[CaseEvaluation] = field(default_factory=list)
     postprocessed: bool = True
     device: str = "cpu"
@@ -270,20 +273,25 @@ def _cross_entropy_sum(
     device: torch.device,
     canonical: CanonicalCase,
     batch_size: int = 16,
-) -> tuple[float, int]:
-    """Sum of the pixel cross entropy over every slice at network resolution, and the count."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per true class: sum of the pixel cross entropy at network resolution, and pixel count."""
     depth = canonical.image.shape[0]
-    total, count = 0.0, 0
+    sums = np.zeros(len(CLASS_NAMES), dtype=np.float64)
+    counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
     with torch.inference_mode():
         for first in range(0, depth, batch_size):
             indices = list(range(first, min(first + batch_size, depth)))
             logits = model(spec.batch(canonical.image, indices).to(device)).float()
             targets = torch.from_numpy(canonical.labels[indices].astype(np.float32))
-            targets = F.interpolate(targets[:, None], size=spec.input_size, mode="nearest")[:, 0]
+            targets = F.interpolate(targets[:, None], size=spec.input_size, mode="nearest-exact")[
+                :, 0
+            ]
             targets = targets.long().to(device)
-            total += float(F.cross_entropy(logits, targets, reduction="sum"))
-            count += targets.numel()
-    return total, count
+            losses = F.cross_entropy(logits, targets, reduction="none").double().flatten()
+            classes = targets.flatten()
+            sums += torch.bincount(classes, losses, minlength=len(CLASS_NAMES)).cpu().numpy()
+            counts += torch.bincount(classes, minlength=len(CLASS_NAMES)).cpu().numpy()
+    return sums, counts
 
 
 # --- the evaluation -------------------------------------------------------------------------
@@ -300,8 +308,8 @@ class _ModelRun:
     training_data: list[str]
     engine: SliceInferenceEngine
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((3, 3), dtype=np.int64))
-    ce_sum: float = 0.0
-    ce_count: int = 0
+    ce_sums: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
+    ce_counts: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.int64))
     rows: list[CaseEvaluation] = field(default_factory=list)
     seconds: float = 0.0
     figure: FigureData | None = None
@@ -357,11 +365,11 @@ def _evaluate_case(
     seconds = time.perf_counter() - start
     truth, spacing = canonical.labels, canonical.spacing
     run.confusion += confusion_matrix(labels, truth, len(CLASS_NAMES))
-    ce_sum, ce_count = _cross_entropy_sum(
+    ce_sums, ce_counts = _cross_entropy_sum(
         run.model, run.engine.spec, device, canonical, run.engine.batch_size
     )
-    run.ce_sum += ce_sum
-    run.ce_count += ce_count
+    run.ce_sums += ce_sums
+    run.ce_counts += ce_counts
     lesions = lesion_detection(labels, truth, spacing, TUMOR)
     run.rows.append(
         CaseEvaluation(
@@ -374,7 +382,7 @@ def _evaluate_case(
             predicted_lesions=int(lesions["predicted_lesions"]),
             detected_lesions=int(lesions["detected"]),
             false_positive_lesions=int(lesions["false_positives"]),
-            cross_entropy=ce_sum / ce_count,
+            cross_entropy=float(ce_sums.sum() / max(ce_counts.sum(), 1)),
             seconds=seconds,
         )
     )
@@ -468,7 +476,11 @@ def evaluate_models(
             training_data=run.training_data,
             parameters=count_parameters(run.model),
             confusion=run.confusion,
-            cross_entropy=run.ce_sum / run.ce_count,
+            cross_entropy=float(run.ce_sums.sum() / max(run.ce_counts.sum(), 1)),
+            cross_entropy_per_class={
+                name: float(run.ce_sums[i] / run.ce_counts[i]) if run.ce_counts[i] else math.nan
+                for i, name in enumerate(CLASS_NAMES)
+            },
             per_case=run.rows,
             postprocessed=postprocess,
             device=str(torch_device),

@@ -123,16 +123,25 @@ def _model_section(evaluation: ModelEvaluation, figure: str | None) -> list[str]
         "Voxels of all cases at the CT's resolution; liver = label 1 (parenchyma).",
         "",
     ]
+    per_class_ce = evaluation.cross_entropy_per_class
     rows = [
-        [name] + [_fmt(table["per_class"][name][m]) for m in METRIC_NAMES] for name in CLASS_NAMES
+        [name]
+        + [_fmt(table["per_class"][name][m]) for m in METRIC_NAMES]
+        + [_fmt(per_class_ce.get(name, math.nan), 4)]
+        for name in CLASS_NAMES
     ]
-    rows.append(["mean"] + [_fmt(table["macro"][m]) for m in METRIC_NAMES])
-    lines += _table(["Class"] + [METRIC_TITLES[m] for m in METRIC_NAMES], rows)
+    rows.append(
+        ["mean"]
+        + [_fmt(table["macro"][m]) for m in METRIC_NAMES]
+        + [_fmt(evaluation.cross_entropy, 4)]
+    )
+    lines += _table(["Class"] + [METRIC_TITLES[m] for m in METRIC_NAMES] + ["Cross entropy"], rows)
     lines += [
         "",
         f"Pixel accuracy (all classes): {_fmt(table['pixel_accuracy'], 4)}. "
         f"Cross entropy: {_fmt(evaluation.cross_entropy, 4)} (mean over all pixels at the "
-        f"network's input size {height}×{width}, targets resized by nearest neighbour).",
+        f"network's input size {height}×{width}, targets resized by nearest neighbour; per "
+        "class: mean over the pixels of that true class, row 'mean': over all pixels).",
         "",
         "### LiTS metrics",
         "",
@@ -290,6 +299,10 @@ def metric_rows(evaluation: ModelEvaluation) -> list[tuple[str, str, str, str, f
             (name, "global", class_name, m, table["per_class"][class_name][m]) for m in METRIC_NAMES
         ]
     rows += [(name, "global", "mean", m, table["macro"][m]) for m in METRIC_NAMES]
+    rows += [
+        (name, "global", class_name, "cross_entropy", value)
+        for class_name, value in evaluation.cross_entropy_per_class.items()
+    ]
     counts = evaluation.lesion_counts
     rows += [
         (name, "global", "all", "pixel_accuracy", table["pixel_accuracy"]),

@@ -30,22 +30,27 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int = 3)
     """Count ``(true, predicted)`` label pairs into a ``(num_classes, num_classes)`` int64 matrix.
 
     ``pred`` and ``target`` are integer label arrays of the same shape, values in
-    ``[0, num_classes)``.
+    ``[0, num_classes)``. Counted in blocks, so a 512×512×1000 volume needs no int64 copy.
     """
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"Prediction shape {pred.shape} differs from target shape {target.shape}")
-    pred = pred.ravel().astype(np.int64, copy=False)
-    target = target.ravel().astype(np.int64, copy=False)
+    pred = pred.reshape(-1)
+    target = target.reshape(-1)
     for name, values in (("prediction", pred), ("target", target)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             raise ValueError(
                 f"{name} labels must lie in [0, {num_classes}), "
                 f"got [{values.min()}, {values.max()}]"
             )
-    counts = np.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
+    block = 1 << 22
+    for first in range(0, pred.size, block):
+        codes = target[first : first + block].astype(np.int64) * num_classes
+        codes += pred[first : first + block]
+        counts += np.bincount(codes, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
 
 
 def metrics_from_confusion(
@@ -54,7 +59,8 @@ def metrics_from_confusion(
     """Per-class and macro-mean accuracy, precision, recall, IoU and Dice from a confusion matrix.
 
     Returns ``{"per_class": {name: {metric: value}}, "macro": {metric: value},
-    "pixel_accuracy": value}`` with metrics named as in :data:`METRIC_NAMES`. Per-class
+    "pixel_accuracy": value, "support": {name: true pixels}}`` with metrics named as in
+    :data:`METRIC_NAMES`. Per-class
     accuracy is the one-vs-rest accuracy ``(TP + TN) / N``; ``pixel_accuracy`` is the share of
     correctly labelled pixels over all classes; "macro" is the unweighted mean over classes.
     See the module docstring for empty-class conventions.
@@ -85,7 +91,13 @@ def metrics_from_confusion(
         for i, name in enumerate(class_names)
     }
     macro = {metric: float(np.mean(values[metric])) for metric in METRIC_NAMES}
-    return {"per_class": per_class, "macro": macro, "pixel_accuracy": float(tp.sum() / total)}
+    support = {name: int(cm[i].sum()) for i, name in enumerate(class_names)}  # true pixels
+    return {
+        "per_class": per_class,
+        "macro": macro,
+        "pixel_accuracy": float(tp.sum() / total),
+        "support": support,
+    }
 
 
 def dice(pred_mask: np.ndarray, true_mask: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .data import Case, load_canonical_case
 from .preprocessing import SliceInputSpec
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _CHUNK = 32  # slices extracted at once: bounds the memory of a 512×512 case
 
 
@@ -157,6 +157,12 @@ class SliceCache:
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of label slices (N, H, W) to ``size`` (uint8)."""
+    """Nearest-neighbour resize of label slices (N, H, W) to ``size`` (uint8).
+
+    ``nearest-exact`` samples pixel centres, aligned with the images' bilinear resize
+    (``align_corners=False``); legacy ``nearest`` would shift labels by up to a pixel.
+    """
     tensor = torch.from_numpy(np.ascontiguousarray(labels).astype(np.float32))[:, None]
-    return F.interpolate(tensor, size=tuple(size), mode="nearest")[:, 0].to(torch.uint8).numpy()
+    return (
+        F.interpolate(tensor, size=tuple(size), mode="nearest-exact")[:, 0].to(torch.uint8).numpy()
+    )

@@ -143,28 +143,39 @@ def resolve_split(config: TrainConfig) -> DataSplit:
     return split
 
 
+class StoppedWhilePreparing(Exception):
+    """A stop was requested before the first epoch began."""
+
+
 def _cache_cases(
-    cases: list[Case], cache: SliceCache, context: DistributedContext, log: Log
+    cases: list[Case],
+    cache: SliceCache,
+    context: DistributedContext,
+    log: Log,
+    stop: StopRequest,
 ) -> list[CachedCase]:
-    """Extract (rank 0) or look up (other ranks, after a barrier) every case's slices."""
-    cached = []
-    if context.is_main:
-        for index, case in enumerate(cases):
-            entry, reused = cache.ensure(case)
-            cached.append(entry)
-            log(
-                {
-                    "event": "cache",
-                    "case": case.case_id,
-                    "index": index,
-                    "total": len(cases),
-                    "slices": entry.count,
-                    "cached": reused,
-                }
-            )
+    """Extract every case's slices (each process its share), then look them all up."""
+    for index, case in enumerate(cases):
+        if index % context.world_size != context.rank:
+            continue
+        if stop.requested():
+            raise StoppedWhilePreparing
+        entry, reused = cache.ensure(case)
+        log(
+            {
+                "event": "cache",
+                "case": case.case_id,
+                "index": index,
+                "total": len(cases),
+                "slices": entry.count,
+                "cached": reused,
+            }
+        )
     context.barrier()
-    if not context.is_main:
-        cached = [cache.lookup(case) for case in cases]
+    cached = [cache.lookup(case) for case in cases]
+    missing = [case.case_id for case, entry in zip(cases, cached, strict=True) if entry is None]
+    if missing:
+        raise RuntimeError(f"Slice cache entries missing after extraction: {missing}")
     return cached
 
 
@@ -197,11 +208,16 @@ def evaluate_dataset(
     return metrics_from_confusion(cm, CLASS_NAMES), float(loss_total[0]) / count
 
 
-def selection_score(metrics: dict) -> float:
-    """Model selection score: mean Dice of liver and tumour (tumour only if present)."""
-    values = [metrics["per_class"]["liver"]["dice"], metrics["per_class"]["tumor"]["dice"]]
-    values = [v for v in values if v == v]
-    return float(np.mean(values)) if values else 0.0
+def selection_score(metrics: dict, tumor_present: bool = True) -> float:
+    """Model selection score: mean Dice of liver and tumour, liver alone without tumour.
+
+    Without tumour in the validation slices, tumour Dice would be 1.0 for no false positive
+    and 0.0 for a single one, so it would swamp the score.
+    """
+    liver = metrics["per_class"]["liver"]["dice"]
+    if not tumor_present:
+        return float(liver)
+    return float(np.mean([liver, metrics["per_class"]["tumor"]["dice"]]))
 
 
 def _scheduler(optimizer, config: TrainConfig):
@@ -224,14 +240,15 @@ def train(config: TrainConfig, log: Log | None = None) -> Path:
     )
     context = distributed_context(device_type)
     try:
-        return _train(config, context, log if context.is_main else (lambda _record: None))
+        with StopRequest(out) as stop:
+            return _train(config, context, log if context.is_main else (lambda _record: None), stop)
     finally:
         context.close()
         if context.is_main:
             (out / STOP_FILE).unlink(missing_ok=True)
 
 
-def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
+def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: StopRequest) -> Path:
     out = Path(config.out_dir)
     if not config.resume and (out / "last.pt").is_file():
         raise InputError(
@@ -239,8 +256,10 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
             "choose another output folder."
         )
     out.mkdir(parents=True, exist_ok=True)
-    if context.is_main:
-        (out / STOP_FILE).unlink(missing_ok=True)
+    recipe = json.loads(json.dumps(asdict(config), default=str))
+    if config.resume and (out / "last.pt").is_file():
+        saved = read_checkpoint(out / "last.pt").get("training_state", {}).get("config", {})
+        _check_resumable(saved, recipe, out)
     device = _choose_device(config.device, context.local_rank)
     torch.manual_seed(config.seed + context.rank)
     log(
@@ -275,10 +294,16 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
         config.cache_dir or default_cache_dir(), spec, config.keep_empty_fraction, config.split_seed
     )
     selection_part = "validation" if split.validation else "training"
-    train_cached = _cache_cases(split.train, cache, context, log)
-    validation_cached = (
-        _cache_cases(split.validation, cache, context, log) if split.validation else train_cached
-    )
+    try:
+        train_cached = _cache_cases(split.train, cache, context, log, stop)
+        validation_cached = (
+            _cache_cases(split.validation, cache, context, log, stop)
+            if split.validation
+            else train_cached
+        )
+    except StoppedWhilePreparing:
+        log({"event": "stopped", "epoch": None})
+        return out / "best.pt"
     train_set = SliceDataset(train_cached, config.augmentations, seed=config.seed)
     validation_set = SliceDataset(validation_cached)
     log(
@@ -312,7 +337,6 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
         training_data=[c.image.name for c in split.train],
         notes=config.notes,
     )
-    recipe = json.loads(json.dumps(asdict(config), default=str))
 
     history: list[dict] = []
     start_epoch, best_score, stale = 0, -1.0, 0
@@ -340,111 +364,108 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log) -> Path:
         sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(config.seed))
     epoch_seconds: list[float] = []
     finished = "done"
-    with StopRequest(out) as stop:
-        for epoch in range(start_epoch, config.epochs):
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
-            else:
-                sampler.generator.manual_seed(config.seed * 100_003 + epoch)
-            train_set.reseed(config.seed * 100_003 + epoch * 101 + context.rank)
-            loader = DataLoader(
-                train_set, per_rank_batch, sampler=sampler, num_workers=config.workers
-            )
-            epoch_began = time.perf_counter()
-            last_report = epoch_began
-            model.train()
-            loss_sum, seen, stopped = 0.0, 0, False
-            steps = len(loader)
-            for step, (inputs, targets) in enumerate(loader):
-                inputs, targets = inputs.to(device), targets.to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    logits = model(inputs)
-                loss = loss_function(logits, targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += float(loss.detach()) * len(inputs)
-                seen += len(inputs)
-                now = time.perf_counter()
-                if now - last_report >= 2.0 or step == steps - 1:
-                    last_report = now
-                    log(
-                        {
-                            "event": "step",
-                            "epoch": epoch,
-                            "step": step + 1,
-                            "steps": steps,
-                            "loss": loss_sum / seen,
-                            "eta_seconds": (now - epoch_began) / (step + 1) * (steps - step - 1),
-                        }
-                    )
-                if context.any(stop.requested()):
-                    stopped = True
-                    break
-            if stopped:
-                finished = "stopped"
-                log({"event": "stopped", "epoch": epoch})
-                break
-            train_seconds = time.perf_counter() - epoch_began
-            totals = context.sum(torch.tensor([loss_sum, seen], dtype=torch.float64))
-            metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
-            score = selection_score(metrics)
-            improved = score > best_score
-            if improved:
-                best_score, stale = score, 0
-            else:
-                stale += 1
-            if scheduler is not None:
-                scheduler.step()
-            seconds = time.perf_counter() - epoch_began
-            epoch_seconds.append(seconds)
-            record = {
-                "event": "epoch",
-                "epoch": epoch,
-                "epochs": config.epochs,
-                "loss": float(totals[0] / max(float(totals[1]), 1.0)),
-                "val_loss": validation_loss,
-                "val_liver_dice": metrics["per_class"]["liver"]["dice"],
-                "val_tumor_dice": metrics["per_class"]["tumor"]["dice"],
-                "score": score,
-                "best_score": best_score,
-                "improved": improved,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "train_seconds": train_seconds,
-                "slices_per_second": float(totals[1]) / train_seconds,
-                "eta_seconds": float(np.mean(epoch_seconds)) * (config.epochs - epoch - 1),
-            }
-            history.append(record)
-            log(record)
-            if context.is_main:
-                if improved:
-                    metadata.metrics = {
-                        selection_part: metrics,
+    for epoch in range(start_epoch, config.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(config.seed * 100_003 + epoch)
+        train_set.reseed(config.seed * 100_003 + epoch * 101 + context.rank)
+        loader = DataLoader(train_set, per_rank_batch, sampler=sampler, num_workers=config.workers)
+        epoch_began = time.perf_counter()
+        last_report = epoch_began
+        model.train()
+        loss_sum, seen, stopped = 0.0, 0, False
+        steps = len(loader)
+        for step, (inputs, targets) in enumerate(loader):
+            inputs, targets = inputs.to(device), targets.to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = model(inputs)
+            loss = loss_function(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += float(loss.detach()) * len(inputs)
+            seen += len(inputs)
+            now = time.perf_counter()
+            if now - last_report >= 2.0 or step == steps - 1:
+                last_report = now
+                log(
+                    {
+                        "event": "step",
                         "epoch": epoch,
-                        "selection": selection_part,
-                        "parameters": count_parameters(network),
-                        "recipe": recipe,
+                        "step": step + 1,
+                        "steps": steps,
+                        "loss": loss_sum / seen,
+                        "eta_seconds": (now - epoch_began) / (step + 1) * (steps - step - 1),
                     }
-                    save_checkpoint(out / "best.pt", network, metadata)
-                training_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "scaler": scaler.state_dict() if use_amp else {},
-                    "epoch": epoch,
-                    "best_score": best_score,
-                    "stale": stale,
-                    "history": history,
-                    "config": recipe,
-                }
-                save_checkpoint(out / "last.pt", network, metadata, training_state)
-                write_history(out / "history.csv", history)
-                write_curves(history, out / "curves.png")
-            context.barrier()
-            if stale >= config.patience:
-                log({"event": "early_stop", "epoch": epoch, "best_score": best_score})
+                )
+            if context.any(stop.requested()):
+                stopped = True
                 break
+        if stopped:
+            finished = "stopped"
+            log({"event": "stopped", "epoch": epoch})
+            break
+        train_seconds = time.perf_counter() - epoch_began
+        totals = context.sum(torch.tensor([loss_sum, seen], dtype=torch.float64))
+        metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
+        score = selection_score(metrics)
+        improved = score > best_score
+        if improved:
+            best_score, stale = score, 0
+        else:
+            stale += 1
+        if scheduler is not None:
+            scheduler.step()
+        seconds = time.perf_counter() - epoch_began
+        epoch_seconds.append(seconds)
+        record = {
+            "event": "epoch",
+            "epoch": epoch,
+            "epochs": config.epochs,
+            "loss": float(totals[0] / max(float(totals[1]), 1.0)),
+            "val_loss": validation_loss,
+            "val_liver_dice": metrics["per_class"]["liver"]["dice"],
+            "val_tumor_dice": metrics["per_class"]["tumor"]["dice"],
+            "score": score,
+            "best_score": best_score,
+            "improved": improved,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_seconds": train_seconds,
+            "slices_per_second": float(totals[1]) / train_seconds,
+            "eta_seconds": float(np.mean(epoch_seconds)) * (config.epochs - epoch - 1),
+        }
+        history.append(record)
+        log(record)
+        if context.is_main:
+            if improved:
+                metadata.metrics = {
+                    selection_part: metrics,
+                    "epoch": epoch,
+                    "selection": selection_part,
+                    "parameters": count_parameters(network),
+                    "recipe": recipe,
+                }
+                save_checkpoint(out / "best.pt", network, metadata)
+            training_state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "scaler": scaler.state_dict() if use_amp else {},
+                "epoch": epoch,
+                "best_score": best_score,
+                "stale": stale,
+                "history": history,
+                "config": recipe,
+            }
+            save_checkpoint(out / "last.pt", network, metadata, training_state)
+            write_history(out / "history.csv", history)
+            write_curves(history, out / "curves.png")
+        context.barrier()
+        if stale >= config.patience:
+            log({"event": "early_stop", "epoch": epoch, "best_score": best_score})
+            break
     if finished == "done":
         registered = None
         if context.is_main and config.register_as and (out / "best.pt").is_file():
@@ -470,6 +491,39 @@ def _register(checkpoint: Path, name: str) -> str:
     )
     register_model(checkpoint, name, metadata, description)
     return name
+
+
+#: Settings that must not change when a run is resumed (epochs and patience may).
+RESUME_INVARIANTS = (
+    "architecture",
+    "architecture_kwargs",
+    "input_size",
+    "num_slices",
+    "hu_window",
+    "batch_size",
+    "learning_rate",
+    "schedule",
+    "loss",
+    "class_weights",
+    "keep_empty_fraction",
+    "augmentations",
+    "seed",
+)
+
+
+def _check_resumable(saved: dict, current: dict, out: Path) -> None:
+    """Refuse to resume a run with other settings than it was started with."""
+    changed = [
+        f"{key}: {saved[key]} → {current.get(key)}"
+        for key in RESUME_INVARIANTS
+        if key in saved and saved[key] != current.get(key)
+    ]
+    if changed:
+        raise InputError(
+            f"Cannot resume {out}: these settings differ from the run's ("
+            + "; ".join(changed)
+            + "). Resume with the original settings or start a new output folder."
+        )
 
 
 def write_history(path: Path, history: list[dict]) -> None:
