@@ -2,8 +2,9 @@
 
 Thin Slicer module file: the Module description, a Widget that binds the .ui to a parameter
 node and polls the logic on a timer, and a self-test. The trainer runs as a child process
-(``python -m LiverXAILib train``); ``LiverXAILib.training_process`` starts it, reads its events
-and stops it, and ``LiverXAILib.training_plots`` draws the curves. Both run without Qt.
+(``python -m LiverXAILib train``); ``LiverXAILib.training_logic`` starts it (through
+``training_process``), reads its events and stops it, and ``LiverXAILib.training_plots`` draws
+the curves. They run without Qt.
 """
 
 import os
@@ -33,9 +34,9 @@ for _folder in (MODULE_DIR, os.path.join(os.path.dirname(MODULE_DIR), "LiverXAI"
             sys.path.insert(0, _folder)
         break
 
-from LiverXAILib.training_process import (  # noqa: E402
+from LiverXAILib.training_logic import LiverXAITrainingLogic  # noqa: E402
+from LiverXAILib.training_options import (  # noqa: E402
     AUGMENTATIONS,
-    LiverXAITrainingLogic,
     TrainingOptions,
     available_architectures,
     default_model_name,

@@ -176,7 +176,7 @@ def test_explicit_cases_still_train(tmp_path):
 
 
 def test_selection_score_ignores_absent_tumour():
-    from LiverXAILib.training import selection_score
+    from LiverXAILib.validation import selection_score
 
     metrics = {"per_class": {"liver": {"dice": 0.8}, "tumor": {"dice": 0.0}}}
     assert selection_score(metrics, tumor_present=True) == pytest.approx(0.4)

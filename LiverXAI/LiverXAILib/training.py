@@ -17,12 +17,9 @@ SIGTERM / SIGINT) stops after the current step, keeping the last finished epoch.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +30,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from .atomic import atomic_path
 from .augmentation import DEFAULT_AUGMENTATIONS
 from .catalog import register_model
 from .checkpoints import CheckpointMetadata, read_checkpoint, save_checkpoint
@@ -42,15 +38,16 @@ from .data import Case, DataSplit, discover_cases, split_by_patient
 from .distributed import DistributedContext, distributed_context
 from .errors import InputError
 from .losses import build_loss
-from .metrics import confusion_matrix, metrics_from_confusion
 from .networks import build_model, count_parameters
 from .preprocessing import SliceInputSpec
 from .slice_cache import CachedCase, SliceCache, default_cache_dir
 from .slice_dataset import SliceDataset
-from .training_curves import write_curves
+from .stop_request import STOP_FILE, StoppedWhilePreparing, StopRequest
+from .training_curves import write_curves, write_history
+from .training_resume import check_resumable
+from .validation import evaluate_dataset, selection_score
 
 SCHEDULES = ("none", "step", "cosine")
-STOP_FILE = "STOP"
 Log = Callable[[dict], None]
 
 
@@ -93,31 +90,6 @@ def json_log(record: dict) -> None:
     print(json.dumps(record), file=sys.stdout, flush=True)
 
 
-class StopRequest:
-    """Set by ``OUT/STOP`` appearing or by SIGTERM / SIGINT; checked after every step."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.stop_file = out_dir / STOP_FILE
-        self.signalled = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGTERM, signal.SIGINT):
-                self._previous[number] = signal.signal(number, self._on_signal)
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def _on_signal(self, _number, _frame) -> None:
-        self.signalled = True
-
-    def requested(self) -> bool:
-        return self.signalled or self.stop_file.exists()
-
-
 def _choose_device(requested: str, context_local_rank: int) -> torch.device:
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", context_local_rank)
@@ -141,10 +113,6 @@ def resolve_split(config: TrainConfig) -> DataSplit:
     else:
         raise InputError("No training data: give a data folder / CSV or training cases.")
     return split
-
-
-class StoppedWhilePreparing(Exception):
-    """A stop was requested before the first epoch began."""
 
 
 def _cache_cases(
@@ -177,47 +145,6 @@ def _cache_cases(
     if missing:
         raise RuntimeError(f"Slice cache entries missing after extraction: {missing}")
     return cached
-
-
-def evaluate_dataset(
-    model: nn.Module,
-    dataset: SliceDataset,
-    device: torch.device,
-    context: DistributedContext | None = None,
-    batch_size: int = 32,
-) -> tuple[dict, float]:
-    """Per-class metrics and mean cross entropy over a dataset's slices (this rank's share)."""
-    context = context or DistributedContext()
-    model.eval()
-    cm = np.zeros((len(CLASS_NAMES),) * 2, dtype=np.int64)
-    loss_sum, pixels = 0.0, 0
-    indices = list(range(context.rank, len(dataset), context.world_size))
-    with torch.inference_mode():
-        for first in range(0, len(indices), batch_size):
-            items = [dataset[i] for i in indices[first : first + batch_size]]
-            inputs = torch.stack([x for x, _ in items]).to(device)
-            targets = torch.stack([y for _, y in items]).to(device)
-            logits = model(inputs).float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-            pixels += targets.numel()
-            cm += confusion_matrix(logits.argmax(1).cpu().numpy(), targets.cpu().numpy())
-    totals = context.sum(torch.from_numpy(np.append(cm.ravel(), [pixels]).astype(np.float64)))
-    loss_total = context.sum(torch.tensor([loss_sum], dtype=torch.float64))
-    cm = totals[:-1].numpy().astype(np.int64).reshape(cm.shape)
-    count = max(float(totals[-1]), 1.0)
-    return metrics_from_confusion(cm, CLASS_NAMES), float(loss_total[0]) / count
-
-
-def selection_score(metrics: dict, tumor_present: bool = True) -> float:
-    """Model selection score: mean Dice of liver and tumour, liver alone without tumour.
-
-    Without tumour in the validation slices, tumour Dice would be 1.0 for no false positive
-    and 0.0 for a single one, so it would swamp the score.
-    """
-    liver = metrics["per_class"]["liver"]["dice"]
-    if not tumor_present:
-        return float(liver)
-    return float(np.mean([liver, metrics["per_class"]["tumor"]["dice"]]))
 
 
 def _scheduler(optimizer, config: TrainConfig):
@@ -259,7 +186,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
     recipe = json.loads(json.dumps(asdict(config), default=str))
     if config.resume and (out / "last.pt").is_file():
         saved = read_checkpoint(out / "last.pt").get("training_state", {}).get("config", {})
-        _check_resumable(saved, recipe, out)
+        check_resumable(saved, recipe, out)
     device = _choose_device(config.device, context.local_rank)
     torch.manual_seed(config.seed + context.rank)
     log(
@@ -372,37 +299,9 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
         train_set.reseed(config.seed * 100_003 + epoch * 101 + context.rank)
         loader = DataLoader(train_set, per_rank_batch, sampler=sampler, num_workers=config.workers)
         epoch_began = time.perf_counter()
-        last_report = epoch_began
-        model.train()
-        loss_sum, seen, stopped = 0.0, 0, False
-        steps = len(loader)
-        for step, (inputs, targets) in enumerate(loader):
-            inputs, targets = inputs.to(device), targets.to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                logits = model(inputs)
-            loss = loss_function(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += float(loss.detach()) * len(inputs)
-            seen += len(inputs)
-            now = time.perf_counter()
-            if now - last_report >= 2.0 or step == steps - 1:
-                last_report = now
-                log(
-                    {
-                        "event": "step",
-                        "epoch": epoch,
-                        "step": step + 1,
-                        "steps": steps,
-                        "loss": loss_sum / seen,
-                        "eta_seconds": (now - epoch_began) / (step + 1) * (steps - step - 1),
-                    }
-                )
-            if context.any(stop.requested()):
-                stopped = True
-                break
+        loss_sum, seen, stopped = _train_epoch(
+            model, loader, optimizer, scaler, loss_function, epoch, device, context, stop, log
+        )
         if stopped:
             finished = "stopped"
             log({"event": "stopped", "epoch": epoch})
@@ -410,7 +309,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
         train_seconds = time.perf_counter() - epoch_began
         totals = context.sum(torch.tensor([loss_sum, seen], dtype=torch.float64))
         metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
-        score = selection_score(metrics)
+        score = selection_score(metrics, tumor_present=metrics["support"]["tumor"] > 0)
         improved = score > best_score
         if improved:
             best_score, stale = score, 0
@@ -482,6 +381,52 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
     return out / "best.pt"
 
 
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_function: nn.Module,
+    epoch: int,
+    device: torch.device,
+    context: DistributedContext,
+    stop: StopRequest,
+    log: Log,
+) -> tuple[float, int, bool]:
+    """One pass over the training slices: (summed loss, slices seen, stopped early)."""
+    began = last_report = time.perf_counter()
+    model.train()
+    loss_sum, seen = 0.0, 0
+    steps = len(loader)
+    for step, (inputs, targets) in enumerate(loader):
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=scaler.is_enabled()):
+            logits = model(inputs)
+        loss = loss_function(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += float(loss.detach()) * len(inputs)
+        seen += len(inputs)
+        now = time.perf_counter()
+        if now - last_report >= 2.0 or step == steps - 1:
+            last_report = now
+            log(
+                {
+                    "event": "step",
+                    "epoch": epoch,
+                    "step": step + 1,
+                    "steps": steps,
+                    "loss": loss_sum / seen,
+                    "eta_seconds": (now - began) / (step + 1) * (steps - step - 1),
+                }
+            )
+        if context.any(stop.requested()):
+            return loss_sum, seen, True
+    return loss_sum, seen, False
+
+
 def _register(checkpoint: Path, name: str) -> str:
     """Add a finished checkpoint to the user's catalog (Segment & Explain lists it)."""
     metadata = read_checkpoint(checkpoint)["metadata"]
@@ -491,45 +436,3 @@ def _register(checkpoint: Path, name: str) -> str:
     )
     register_model(checkpoint, name, metadata, description)
     return name
-
-
-#: Settings that must not change when a run is resumed (epochs and patience may).
-RESUME_INVARIANTS = (
-    "architecture",
-    "architecture_kwargs",
-    "input_size",
-    "num_slices",
-    "hu_window",
-    "batch_size",
-    "learning_rate",
-    "schedule",
-    "loss",
-    "class_weights",
-    "keep_empty_fraction",
-    "augmentations",
-    "seed",
-)
-
-
-def _check_resumable(saved: dict, current: dict, out: Path) -> None:
-    """Refuse to resume a run with other settings than it was started with."""
-    changed = [
-        f"{key}: {saved[key]} → {current.get(key)}"
-        for key in RESUME_INVARIANTS
-        if key in saved and saved[key] != current.get(key)
-    ]
-    if changed:
-        raise InputError(
-            f"Cannot resume {out}: these settings differ from the run's ("
-            + "; ".join(changed)
-            + "). Resume with the original settings or start a new output folder."
-        )
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    """Write the epoch records as CSV (atomically)."""
-    with atomic_path(path, suffix=".csv") as temporary, open(temporary, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=[k for k in history[0] if k != "event"])
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: v for k, v in row.items() if k != "event"})

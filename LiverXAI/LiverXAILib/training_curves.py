@@ -1,7 +1,8 @@
-"""Training-curve figure: loss and validation Dice per epoch, written next to the checkpoints."""
+"""Training records next to the checkpoints: ``history.csv`` and the ``curves.png`` figure."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,3 +32,12 @@ def write_curves(history: Sequence[dict], path: str | Path) -> None:
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png")
+
+
+def write_history(path: str | Path, history: Sequence[dict]) -> None:
+    """Write the epoch records as CSV (atomically)."""
+    with atomic_path(path, suffix=".csv") as temporary, open(temporary, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=[k for k in history[0] if k != "event"])
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: v for k, v in row.items() if k != "event"})

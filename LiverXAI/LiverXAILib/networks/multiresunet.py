@@ -52,6 +52,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .common import check_slice_batch
+
 #: Residual units of the Res paths, from the full-resolution skip to the 1/8 one.
 RES_PATH_LENGTHS = (4, 3, 2, 1)
 
@@ -136,18 +138,6 @@ class MultiResUp(nn.Module):
         return self.block(torch.cat([x, skip], dim=1))  # (B, block width, 2h, 2w)
 
 
-def check_input(name: str, x: torch.Tensor, size_divisor: int) -> None:
-    """Raise a ValueError unless ``x`` is (B, C, H, W) with H, W divisible by size_divisor."""
-    if x.ndim != 4:
-        raise ValueError(f"{name} expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-    height, width = x.shape[-2:]
-    if height % size_divisor or width % size_divisor:
-        raise ValueError(
-            f"{name} input size {height}x{width} is not divisible by {size_divisor}; "
-            "resize or pad the slices first"
-        )
-
-
 class MultiResStyleUNet(nn.Module):
     """Five-level U-Net whose stages are ``make_block`` blocks and whose skips are Res paths.
 
@@ -195,7 +185,7 @@ class MultiResStyleUNet(nn.Module):
 
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
-        check_input(type(self).__name__, x, self.size_divisor)
+        check_slice_batch(x, self.size_divisor, type(self).__name__)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:

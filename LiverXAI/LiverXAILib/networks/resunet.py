@@ -48,6 +48,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .common import check_slice_batch
+
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     """Bias-free 3x3 convolution with padding 1 (size kept)."""
@@ -161,14 +163,7 @@ class ResUNet(nn.Module):
 
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
-        if x.ndim != 4:
-            raise ValueError(f"ResUNet expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"ResUNet input size {height}x{width} is not divisible by {self.size_divisor}; "
-                "resize or pad the slices first"
-            )
+        check_slice_batch(x, self.size_divisor, type(self).__name__)
         x = self.stem(x)  # (B, F0, H, W)
         skips = [x]
         for down in self.encoder:

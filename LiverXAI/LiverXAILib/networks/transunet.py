@@ -72,6 +72,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import check_slice_batch
+
 
 @dataclass(frozen=True)
 class TransUNetConfig:
@@ -328,14 +330,7 @@ class TransUNet(nn.Module):
 
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
-        if x.ndim != 4:
-            raise ValueError(f"TransUNet expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"TransUNet input size {height}x{width} is not divisible by "
-                f"{self.size_divisor}; resize or pad the slices first"
-            )
+        check_slice_batch(x, self.size_divisor, type(self).__name__)
         features, skips = self.encoder(x)  # (B, C, H/16, W/16); skips at H/8, H/4, H/2
         tokens = self.patch_embedding(features)  # (B, hidden, h, w) with h, w = H/16, W/16
         h, w = tokens.shape[-2:]

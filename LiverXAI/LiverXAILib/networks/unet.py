@@ -35,19 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions (padding 1), each followed by BatchNorm and ReLU; size kept."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+from .common import ConvBlock, Up, check_slice_batch
 
 
 class Down(nn.Sequential):
@@ -58,20 +46,6 @@ class Down(nn.Sequential):
             nn.MaxPool2d(kernel_size=2, stride=2),  # (B, C_in, H/2, W/2)
             ConvBlock(in_channels, out_channels),  # (B, C_out, H/2, W/2)
         )
-
-
-class Up(nn.Module):
-    """2x2 stride-2 transposed convolution, concatenation with the skip, then a ConvBlock."""
-
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = ConvBlock(out_channels + skip_channels, out_channels)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.upsample(x)  # (B, C_out, 2H, 2W)
-        x = torch.cat([skip, x], dim=1)  # (B, C_skip + C_out, 2H, 2W)
-        return self.conv(x)  # (B, C_out, 2H, 2W)
 
 
 class UNet(nn.Module):
@@ -121,14 +95,7 @@ class UNet(nn.Module):
 
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
-        if x.ndim != 4:
-            raise ValueError(f"UNet expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"UNet input size {height}x{width} is not divisible by {self.size_divisor}; "
-                "resize or pad the slices first"
-            )
+        check_slice_batch(x, self.size_divisor, type(self).__name__)
         x = self.stem(x)  # (B, F0, H, W)
         skips = [x]
         for down in self.encoder:

@@ -56,31 +56,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> list[nn.Module]:
-    """A bias-free 3x3 convolution (size kept), BatchNorm and ReLU."""
-    return [
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=3,
-            padding=dilation,
-            dilation=dilation,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
-
-
-class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions, each followed by BatchNorm and ReLU; size kept."""
-
-    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
-        super().__init__(
-            *conv_bn_relu(in_channels, out_channels, dilation),
-            *conv_bn_relu(out_channels, out_channels, dilation),
-        )
+from .common import ConvBlock, Up, check_slice_batch
 
 
 class ResidualStage(nn.Module):
@@ -121,19 +97,6 @@ class PoolingPathway(nn.Module):
 
     def forward(self, skip: torch.Tensor) -> torch.Tensor:
         return skip + self.conv(self.pool(skip))  # (B, C, H, W)
-
-
-class Up(nn.Module):
-    """2x2 stride-2 transposed convolution, concatenation with the skip, then a ConvBlock."""
-
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = ConvBlock(out_channels + skip_channels, out_channels)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.upsample(x)  # (B, C_out, 2h, 2w)
-        return self.conv(torch.cat([skip, x], dim=1))  # (B, C_out, 2h, 2w)
 
 
 class VUNet(nn.Module):
@@ -184,14 +147,7 @@ class VUNet(nn.Module):
 
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
-        if x.ndim != 4:
-            raise ValueError(f"VUNet expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"VUNet input size {height}x{width} is not divisible by {self.size_divisor}; "
-                "resize or pad the slices first"
-            )
+        check_slice_batch(x, self.size_divisor, type(self).__name__)
         x = self.encoder[0](x)  # (B, F0, H, W)
         skips = [x]
         for down, stage in zip(self.down, self.encoder[1:], strict=True):

@@ -1,0 +1,67 @@
+"""Pieces shared by the architectures: the input check and the U-Net's convolution units.
+
+:class:`ConvBlock` and :class:`Up` are the U-Net's double 3x3 convolution and decoder stage,
+used as they are by the U-Net and the VU-Net. Their submodule names are part of the saved
+state dicts (``stem.0.weight``, ``decoder.1.conv.3.running_mean``, ...): the bundled
+checkpoints load with ``strict=True`` only while they stay the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def check_slice_batch(x: torch.Tensor, size_divisor: int, name: str) -> None:
+    """Raise a ValueError unless ``x`` is ``(B, C, H, W)`` with H, W divisible by size_divisor.
+
+    ``name`` (the architecture's class name) starts the message.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    if height % size_divisor or width % size_divisor:
+        raise ValueError(
+            f"{name} input size {height}x{width} is not divisible by {size_divisor}; "
+            "resize or pad the slices first"
+        )
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> list[nn.Module]:
+    """A bias-free 3x3 convolution (size kept), BatchNorm and ReLU."""
+    return [
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            padding=dilation,
+            dilation=dilation,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions (padding = dilation), each followed by BatchNorm and ReLU; size kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+        super().__init__(
+            *conv_bn_relu(in_channels, out_channels, dilation),
+            *conv_bn_relu(out_channels, out_channels, dilation),
+        )
+
+
+class Up(nn.Module):
+    """2x2 stride-2 transposed convolution, concatenation with the skip, then a ConvBlock."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+        self.conv = ConvBlock(out_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.upsample(x)  # (B, C_out, 2h, 2w)
+        x = torch.cat([skip, x], dim=1)  # (B, C_skip + C_out, 2h, 2w)
+        return self.conv(x)  # (B, C_out, 2h, 2w)

@@ -1,0 +1,150 @@
+"""What the checks of the Slicer modules' files know about each module, and how they read them.
+
+Shared by ``test_module_ui.py`` (the .ui files and parameter bindings) and
+``test_module_files.py`` (module files, CMake, metadata). The module files import Slicer, so
+they are read with ``ast`` rather than imported. Every check that applies to any scripted module
+runs for each entry of ``MODULES`` (``@each_module``).
+"""
+
+from __future__ import annotations
+
+import ast
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """What the checks need to know about one scripted module."""
+
+    name: str
+    # Widgets the module file and the contract rely on, with their Qt class.
+    contract_widgets: dict[str, str]
+    # Fields bound in code rather than through SlicerParameterName (combo boxes whose choices
+    # are only known at run time: Slicer's QComboBox connector needs a fixed Choice list).
+    bound_in_code: dict[str, str] = field(default_factory=dict)
+    # Widgets that must start disabled / collapsible sections that must start collapsed.
+    initially_disabled: tuple[str, ...] = ()
+    initially_collapsed: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / self.name
+
+    @property
+    def module_py(self) -> Path:
+        return self.folder / f"{self.name}.py"
+
+    @property
+    def ui_file(self) -> Path:
+        return self.folder / "Resources" / "UI" / f"{self.name}.ui"
+
+    @property
+    def icon(self) -> Path:
+        return self.folder / "Resources" / "Icons" / f"{self.name}.png"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LIVERXAI = ModuleSpec(
+    name="LiverXAI",
+    contract_widgets={
+        "LiverXAI": "qMRMLWidget",
+        "inputsCollapsibleButton": "ctkCollapsibleButton",
+        "inputVolumeSelector": "qMRMLNodeComboBox",
+        "modelSelector": "QComboBox",
+        "deviceSelector": "QComboBox",
+        "deviceInfoLabel": "QLabel",
+        "explainLiverCheckBox": "QCheckBox",
+        "explainTumorCheckBox": "QCheckBox",
+        "advancedCollapsibleButton": "ctkCollapsibleButton",
+        "batchSizeSpinBox": "QSpinBox",
+        "allowNonHUCheckBox": "QCheckBox",
+        "applyButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "cancelButton": "QPushButton",
+        "resultsCollapsibleButton": "ctkCollapsibleButton",
+        "resultsLabel": "QLabel",
+    },
+    bound_in_code={"model": "modelSelector"},
+    initially_disabled=("cancelButton",),
+    initially_collapsed=("advancedCollapsibleButton",),
+)
+
+TRAINING = ModuleSpec(
+    name="LiverXAITraining",
+    contract_widgets={
+        "LiverXAITraining": "qMRMLWidget",
+        "dataPathLineEdit": "QLineEdit",
+        "dataFolderButton": "QToolButton",
+        "dataCsvButton": "QToolButton",
+        "outputFolderLineEdit": "QLineEdit",
+        "outputFolderButton": "QToolButton",
+        "architectureSelector": "QComboBox",
+        "inputSizeSelector": "QComboBox",
+        "slicesSelector": "QComboBox",
+        "epochsSpinBox": "QSpinBox",
+        "batchSizeSpinBox": "QSpinBox",
+        "lossSelector": "QComboBox",
+        "augmentRotateCheckBox": "QCheckBox",
+        "augmentFlipCheckBox": "QCheckBox",
+        "augmentZoomCheckBox": "QCheckBox",
+        "augmentNoiseCheckBox": "QCheckBox",
+        "augmentIntensityCheckBox": "QCheckBox",
+        "registerCheckBox": "QCheckBox",
+        "registerNameLineEdit": "QLineEdit",
+        "resumeCheckBox": "QCheckBox",
+        "advancedCollapsibleButton": "ctkCollapsibleButton",
+        "learningRateSpinBox": "QDoubleSpinBox",
+        "scheduleSelector": "QComboBox",
+        "patienceSpinBox": "QSpinBox",
+        "keepEmptySpinBox": "QDoubleSpinBox",
+        "deviceSelector": "QComboBox",
+        "cacheFolderLineEdit": "QLineEdit",
+        "cacheFolderButton": "QToolButton",
+        "trainButton": "QPushButton",
+        "stopButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "statusLabel": "QLabel",
+        "evaluationPartSelector": "QComboBox",
+        "evaluateButton": "QPushButton",
+        "metricsTextEdit": "QPlainTextEdit",
+    },
+    bound_in_code={"architecture": "architectureSelector"},
+    initially_disabled=("trainButton", "stopButton", "evaluateButton"),
+    initially_collapsed=("advancedCollapsibleButton",),
+)
+
+MODULES = [LIVERXAI, TRAINING]
+each_module = pytest.mark.parametrize("module", MODULES, ids=str)
+
+
+def ui_root(module: ModuleSpec) -> ET.Element:
+    return ET.parse(module.ui_file).getroot()
+
+
+def ui_widgets(module: ModuleSpec) -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ui_root(module).iter("widget")}
+
+
+def string_property(widget: ET.Element, name: str) -> str | None:
+    prop = widget.find(f"property[@name='{name}']")
+    return None if prop is None else prop.findtext("string")
+
+
+def module_source(module: ModuleSpec) -> str:
+    return module.module_py.read_text(encoding="utf-8")
+
+
+def module_tree(module: ModuleSpec) -> ast.Module:
+    return ast.parse(module_source(module))
+
+
+def top_level_classes(module: ModuleSpec) -> dict[str, ast.ClassDef]:
+    return {n.name: n for n in module_tree(module).body if isinstance(n, ast.ClassDef)}
