@@ -172,7 +172,7 @@ def test_explicit_cases_still_train(tmp_path):
     data_event = next(e for e in events if e["event"] == "data")
     assert data_event["selection"] == "training"  # no validation patient: said so
     _, metadata = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert metadata.training_data == [SAMPLE_SMALL_CT.name]
+    assert metadata.training_data == [f"{SAMPLE_SMALL_CT.parent.name}/{SAMPLE_SMALL_CT.name}"]
 
 
 def test_selection_score_ignores_absent_tumour():

@@ -261,7 +261,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
         input_size=tuple(config.input_size),
         hu_window=tuple(config.hu_window),
         num_slices=config.num_slices,
-        training_data=[c.image.name for c in split.train],
+        training_data=[f"{c.image.parent.name}/{c.image.name}" for c in split.train],
         notes=config.notes,
     )
 
