@@ -120,3 +120,23 @@ def test_register_model_lists_verifies_and_replaces(tmp_path):
         register_model(first, "unet-demo", {}, models_dir=folder)
     with pytest.raises(ValueError, match="use letters"):
         register_model(first, "../evil", {}, models_dir=folder)
+
+
+def test_every_bundled_model_segments_and_explains_a_slice():
+    import numpy as np
+    import torch
+    from LiverXAILib.checkpoints import load_checkpoint
+    from LiverXAILib.inference import SliceInferenceEngine
+    from LiverXAILib.networks import gradcam_layer
+
+    volume = np.full((3, 64, 64), -1000, dtype=np.int16)
+    volume[:, 16:48, 16:48] = 60  # a soft-tissue block
+    for entry in read_catalog():
+        model, metadata = load_checkpoint(resolve_model(entry["name"]))
+        assert metadata.architecture == entry["architecture"]
+        engine = SliceInferenceEngine(
+            model, metadata.input_spec(), torch.device("cpu"), gradcam_layer(model), batch_size=3
+        )
+        outputs = engine.run(volume, explain_classes=(1, 2))
+        assert outputs.labels.shape == volume.shape
+        assert all(np.isfinite(m).all() for m in outputs.heatmaps.values())
