@@ -65,3 +65,20 @@ class Up(nn.Module):
         x = self.upsample(x)  # (B, C_out, 2h, 2w)
         x = torch.cat([skip, x], dim=1)  # (B, C_skip + C_out, 2h, 2w)
         return self.conv(x)  # (B, C_out, 2h, 2w)
+
+
+def encode_decode(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The U-Net data path shared by U-Net and residual U-Net.
+
+    ``network`` has ``stem``, ``encoder`` (downsampling stages, the last being the
+    bottleneck), ``decoder`` (stages taking ``(x, skip)``) and ``head``.
+    """
+    x = network.stem(x)  # (B, F0, H, W)
+    skips = [x]
+    for down in network.encoder:
+        x = down(x)  # (B, F_i+1, H/2**(i+1), W/2**(i+1)); last: the bottleneck
+        skips.append(x)
+    skips.pop()  # the bottleneck output is not a skip
+    for up in network.decoder:
+        x = up(x, skips.pop())  # (B, F, 2h, 2w): back up one level
+    return network.head(x)  # (B, num_classes, H, W)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .common import ConvBlock, Up, check_slice_batch
+from .common import ConvBlock, Up, check_slice_batch, encode_decode
 
 
 class Down(nn.Sequential):
@@ -96,12 +96,4 @@ class UNet(nn.Module):
         No softmax is applied here. ``H`` and ``W`` must be divisible by ``size_divisor``.
         """
         check_slice_batch(x, self.size_divisor, type(self).__name__)
-        x = self.stem(x)  # (B, F0, H, W)
-        skips = [x]
-        for down in self.encoder:
-            x = down(x)  # (B, F_i+1, H/2**(i+1), W/2**(i+1)); last: bottleneck at H/16
-            skips.append(x)
-        skips.pop()  # the bottleneck output is not a skip
-        for up in self.decoder:
-            x = up(x, skips.pop())  # (B, F, 2h, 2w): back up one level
-        return self.head(x)  # (B, num_classes, H, W)
+        return encode_decode(self, x)
