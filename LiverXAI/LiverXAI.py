@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
@@ -79,7 +80,8 @@ def registerSampleData() -> None:
 
 @parameterNodeWrapper
 class LiverXAIParameterNode:
-    """GUI state. ``model`` is bound by hand: its choices come from the model catalog."""
+    """GUI state. ``model`` and ``camLayer`` are bound by hand: their choices come from the
+    model catalog and the chosen model's layers."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     model: str = "unet-demo"
@@ -88,6 +90,16 @@ class LiverXAIParameterNode:
     explainTumor: bool = True
     batchSize: Annotated[int, WithinRange(1, 256)] = 16
     allowNonHU: bool = False
+    methodGradCam: bool = True
+    methodGradCamPlusPlus: bool = False
+    methodIntegratedGradients: bool = False
+    uncertainty: Annotated[str, Choice(["tta", "mc-dropout", "none"])] = "tta"
+    camLayer: str = ""  # "" = the model's default layer
+    integratedGradientsSteps: Annotated[int, WithinRange(2, 256)] = 32
+    integratedGradientsBaseline: Annotated[str, Choice(["air", "water", "blurred"])] = "air"
+
+
+IG_BASELINES = {"air": -1000.0, "water": 0.0, "blurred": "blurred"}
 
 
 class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -100,6 +112,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._cancelEvent: threading.Event | None = None
+        self._lastResult = None
+        self._lastInput = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -114,6 +128,9 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelSelector.currentTextChanged.connect(self.onModelSelected)
+        self.ui.camLayerSelector.currentIndexChanged.connect(self.onLayerSelected)
+        self.ui.reviewTable.cellClicked.connect(self.onReviewRowClicked)
+        self.ui.openReportButton.clicked.connect(self.onOpenReportButton)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.initializeParameterNode()
@@ -135,6 +152,22 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if current and combo.findText(current) >= 0:
             combo.setCurrentIndex(combo.findText(current))
         combo.blockSignals(False)
+
+    def refreshLayerList(self) -> None:
+        """Layers of the chosen model for Grad-CAM: its default first, then every convolution."""
+        combo = self.ui.camLayerSelector
+        combo.blockSignals(True)
+        combo.clear()
+        try:
+            layers = self.logic.layerChoices(self._parameterNode.model)
+        except Exception:  # no torch yet, or a model that does not load: default only
+            layers = []
+        combo.addItems([f"{layers[0]} (model default)"] + layers[1:] if layers else ["default"])
+        wanted = self._parameterNode.camLayer
+        index = layers.index(wanted) if wanted in layers[1:] else 0
+        combo.setCurrentIndex(index)
+        combo.blockSignals(False)
+        self._layers = layers
 
     def exit(self) -> None:
         self.setParameterNode(None)
@@ -190,6 +223,32 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelSelected(self, name: str) -> None:
         if self._parameterNode and name:
             self._parameterNode.model = name
+            self._parameterNode.camLayer = ""
+            self.refreshLayerList()
+
+    def onLayerSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            layers = getattr(self, "_layers", [])
+            self._parameterNode.camLayer = layers[index] if 0 < index < len(layers) else ""
+
+    def onReviewRowClicked(self, row: int, _column: int) -> None:
+        """Show the clicked review slice in every slice view."""
+        if self._lastResult is None or row >= len(self._lastResult.reviewItems):
+            return
+        item = self._lastResult.reviewItems[row]
+        with slicer.util.tryWithErrorDisplay("Could not show that slice."):
+            self.logic.jumpToSlice(self._lastInput, item["canonicalSlice"])
+
+    def onOpenReportButton(self) -> None:
+        """Write the HTML report into a temporary folder and open it in the browser."""
+        import tempfile
+
+        import qt
+
+        with slicer.util.tryWithErrorDisplay("Writing the report failed.", waitCursor=True):
+            folder = tempfile.mkdtemp(prefix="LiverXAI-report-")
+            path = self.logic.writeReport(self._lastResult, self._lastInput, folder)
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
 
     def onCancelButton(self) -> None:
         if self._cancelEvent is not None:
@@ -206,6 +265,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelEvent = threading.Event()
             self.ui.cancelButton.enabled = True
             self.ui.resultsLabel.text = ""
+            self.ui.reviewTable.setRowCount(0)
+            self.ui.openReportButton.enabled = False
             self._update()
             try:
                 result = self._runAskingAboutHU()
@@ -237,20 +298,44 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for name, wanted in (("liver", params.explainLiver), ("tumor", params.explainTumor))
             if wanted
         ]
+        methods = [
+            name
+            for name, wanted in (
+                ("gradcam", params.methodGradCam),
+                ("gradcam++", params.methodGradCamPlusPlus),
+                ("integrated-gradients", params.methodIntegratedGradients),
+            )
+            if wanted
+        ]
+        self._lastInput = params.inputVolume
         return self.logic.segmentAndExplain(
             params.inputVolume,
             model=params.model,
             device=params.device,
-            explainClasses=explainClasses,
+            explainClasses=explainClasses if methods else [],
             batchSize=params.batchSize,
             allowNonHU=allowNonHU,
             progressCallback=self.onProgress,
             cancelEvent=self._cancelEvent,
             showResults=False,  # _showResult sets the slice views (and fits them)
+            explainMethods=methods,
+            camLayer=params.camLayer or None,
+            uncertainty=params.uncertainty,
+            integratedGradientsSteps=params.integratedGradientsSteps,
+            integratedGradientsBaseline=IG_BASELINES[params.integratedGradientsBaseline],
         )
 
     def _showResult(self, result) -> None:
+        self._lastResult = result
         self.ui.resultsLabel.text = result.summary()
+        table = self.ui.reviewTable
+        table.setRowCount(len(result.reviewItems))
+        for row, item in enumerate(result.reviewItems):
+            cells = (str(item["slice"]), item["class"], item["method"], item["reason"])
+            for column, text in enumerate(cells):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+        self.ui.openReportButton.enabled = True
         heatmapIDs = list(result.heatmapNodeIDs.values())
         slicer.util.setSliceViewerLayers(
             background=self._parameterNode.inputVolume,

@@ -127,7 +127,7 @@ def test_every_bundled_model_segments_and_explains_a_slice():
     import torch
     from LiverXAILib.checkpoints import load_checkpoint
     from LiverXAILib.inference import SliceInferenceEngine
-    from LiverXAILib.networks import gradcam_layer
+    from LiverXAILib.uncertainty import UncertaintySpec
 
     volume = np.full((3, 64, 64), -1000, dtype=np.int16)
     volume[:, 16:48, 16:48] = 60  # a soft-tissue block
@@ -135,8 +135,9 @@ def test_every_bundled_model_segments_and_explains_a_slice():
         model, metadata = load_checkpoint(resolve_model(entry["name"]))
         assert metadata.architecture == entry["architecture"]
         engine = SliceInferenceEngine(
-            model, metadata.input_spec(), torch.device("cpu"), gradcam_layer(model), batch_size=3
+            model, metadata.input_spec(), torch.device("cpu"), batch_size=3
         )
-        outputs = engine.run(volume, explain_classes=(1, 2))
+        outputs = engine.run(volume, explain_classes=(1, 2), uncertainty=UncertaintySpec())
+        assert outputs.uncertainty is not None and np.isfinite(outputs.uncertainty).all()
         assert outputs.labels.shape == volume.shape
         assert all(np.isfinite(m).all() for m in outputs.heatmaps.values())

@@ -1,18 +1,36 @@
-"""Grad-CAM puts its mass where the class is decided, and depends on the model."""
+"""Attribution methods put their mass where the class is decided, batch per-sample targets,
+select layers, and plug into the engine with uncertainty."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
-from LiverXAILib.explain import GradCAM, mass_inside, normalize_volume, slices_to_review
+from LiverXAILib.cam import LayerCAM
+from LiverXAILib.explain import (
+    METHODS,
+    attribute,
+    check_methods,
+    layer_choices,
+    normalize_volume,
+)
 from LiverXAILib.inference import SliceInferenceEngine
+from LiverXAILib.integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
 from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.uncertainty import (
+    UncertaintySpec,
+    augmentation_pairs,
+    check_uncertainty,
+    normalized_entropy,
+)
 from torch import nn
 
 
 class RegionNet(nn.Module):
     """Sees the input only through non-negative local features: where the input is zero,
     nothing can make the network predict class 1."""
+
+    gradcam_layer = "down"
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,79 +54,174 @@ def bright_top_right_quadrant(batch: int = 3) -> torch.Tensor:
     return inputs
 
 
-def test_heatmap_mass_lies_in_the_only_region_that_can_decide_the_class():
-    model = RegionNet().eval()
-    logits, maps = GradCAM(model, model.down)(bright_top_right_quadrant(), [1], (64, 64))
-    predicted = logits.argmax(1)
-    assert predicted[:, :32, 32:].float().mean() > 0.9  # the net predicts class 1 there
-    assert predicted[:, 32:, :32].float().max() == 0
-    heat = maps[1].numpy()
-    region = np.zeros((3, 64, 64), dtype=bool)
-    region[:, :36, 28:] = True  # the quadrant plus the 4-pixel rim of one 1/4-resolution cell
-    assert heat.sum() > 0
-    assert mass_inside(heat, region) > 0.98
+def mass_inside(heat: np.ndarray, region: np.ndarray) -> float:
+    return float(heat[region].sum() / heat.sum())
 
 
-def test_class_absent_from_prediction_has_an_empty_map():
-    model = RegionNet().eval()
-    _, maps = GradCAM(model, model.down)(torch.rand(2, 1, 64, 64), [2], (64, 64))
-    assert float(maps[2].abs().sum()) == 0.0
+QUADRANT_WITH_RIM = np.zeros((3, 64, 64), dtype=bool)
+QUADRANT_WITH_RIM[:, :36, 28:] = True  # the quadrant plus the rim of one 1/4-resolution cell
 
 
-def test_randomised_weights_change_the_heatmap():
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "integrated-gradients"])
+def test_every_method_puts_its_mass_where_the_class_can_be_decided(method: str):
     model = RegionNet().eval()
     inputs = bright_top_right_quadrant()
-    _, trained = GradCAM(model, model.down)(inputs, [1], (64, 64))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        model.features[0].weight.normal_()
-        model.head.weight.normal_()
-    _, randomised = GradCAM(model, model.down)(inputs, [1], (64, 64))
-    a, b = trained[1].numpy(), randomised[1].numpy()
-    assert np.abs(a - b).sum() > 0.3 * np.abs(a).sum()
+    predicted = model(inputs).argmax(1)
+    assert predicted[:, :32, 32:].float().mean() > 0.9  # the net predicts class 1 there
+    assert predicted[:, 32:, :32].float().max() == 0
+    heat = attribute(model, inputs, 1, method, hu_window=(0.0, 1.0)).numpy()
+    assert heat.shape == (3, 64, 64) and heat.min() >= 0 and heat.sum() > 0
+    assert mass_inside(heat, QUADRANT_WITH_RIM) > 0.98
 
 
-def test_engine_heatmaps_match_a_direct_grad_cam_call_and_backs_off_on_oom():
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "integrated-gradients"])
+def test_class_absent_from_prediction_has_an_empty_map(method: str):
+    model = RegionNet().eval()
+    heat = attribute(model, torch.rand(2, 1, 64, 64), 2, method, hu_window=(0.0, 1.0))
+    assert float(heat.abs().sum()) == 0.0
+
+
+def test_per_sample_targets_give_each_slice_its_own_class_map():
+    model = RegionNet().eval()
+    inputs = bright_top_right_quadrant(2)
+    both = attribute(model, inputs, [1, 2], "gradcam")
+    only_liver = attribute(model, inputs, 1, "gradcam")
+    assert torch.allclose(both[0], only_liver[0])
+    assert float(both[1].sum()) == 0.0  # class 2 is predicted nowhere
+
+
+def test_maps_come_back_at_the_requested_slice_size():
+    model = RegionNet().eval()
+    heat = attribute(model, bright_top_right_quadrant(1), 1, "gradcam", output_size=(100, 80))
+    assert heat.shape == (1, 100, 80)
+
+
+def test_grad_cam_layer_is_selectable_and_changes_the_map():
+    model = RegionNet().eval()
+    choices = layer_choices(model)
+    assert choices[0] == "down" and "features.0" in choices and "head" in choices
+    inputs = bright_top_right_quadrant(1)
+    coarse = attribute(model, inputs, 1, "gradcam", layer="down")
+    fine = attribute(model, inputs, 1, "gradcam", layer="features.0")
+    assert fine.sum() > 0 and not torch.allclose(coarse / coarse.max(), fine / fine.max())
+    with pytest.raises(ValueError, match="no submodule 'nowhere'"):
+        attribute(model, inputs, 1, "gradcam", layer="nowhere")
+
+
+def test_grad_cam_and_grad_cam_plus_plus_share_one_forward_pass():
+    model = RegionNet().eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    targets = [torch.full((3,), 1), torch.full((3,), 2)]
+    logits, maps = LayerCAM(model, model.down, ("gradcam", "gradcam++")).explain(
+        bright_top_right_quadrant(), targets
+    )
+    assert len(calls) == 1 and set(maps) == {"gradcam", "gradcam++"}
+    assert all(len(v) == 2 for v in maps.values()) and logits.shape == (3, 3, 64, 64)
+    assert not torch.allclose(maps["gradcam"][0], maps["gradcam++"][0])
+
+
+def test_integrated_gradients_steps_baseline_and_completeness():
+    """IG's attributions sum to score(input) - score(baseline) (the completeness axiom)."""
+    model = RegionNet().eval()
+    inputs = bright_top_right_quadrant(2)
+    explainer = IntegratedGradientsExplainer(
+        model, (0.0, 1.0), steps=64, baseline=0.0, internal_batch_size=64
+    )
+    heat = explainer.explain(inputs, [torch.full((2,), 1)])[0]
+    masks = (model(inputs).argmax(1) == 1).float()
+    score = (model(inputs)[:, 1] * masks).sum(dim=(1, 2))
+    baseline_score = (model(torch.zeros_like(inputs))[:, 1] * masks).sum(dim=(1, 2))
+    # RegionNet's evidence is non-negative, so the positive part is the whole attribution
+    torch.testing.assert_close(heat.sum(dim=(1, 2)), score - baseline_score, rtol=0.02, atol=0.5)
+    assert "64 Gauss-Legendre steps" in explainer.describe()
+    blurred = IntegratedGradientsExplainer(model, (0.0, 1.0), baseline="blurred")
+    assert blurred.baseline_for(inputs).shape == inputs.shape
+    with pytest.raises(ValueError, match="baseline"):
+        IntegratedGradientsExplainer(model, (0.0, 1.0), baseline="noise")
+    assert estimate_seconds(model, inputs, explained_slices=10, steps=32) > 0
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="occlusion"):
+        check_methods(["gradcam", "occlusion"])
+    assert check_methods(["gradcam", "gradcam"]) == ["gradcam"]
+    assert all(info.sanity for info in METHODS.values())
+
+
+class OutOfMemoryAbove2(nn.Module):
+    """Fault injection: the wrapped net fails like a full GPU on batches over 2 slices."""
+
+    gradcam_layer = "inner.down"
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def test_engine_maps_match_direct_calls_and_back_off_on_out_of_memory():
     model = RegionNet().eval()
     volume = (np.random.default_rng(0).random((5, 64, 64)) * 400).astype(np.float32)
     spec = SliceInputSpec((0.0, 400.0), (64, 64))
-
-    class OutOfMemoryAbove2(nn.Module):
-        """Fault injection: the wrapped net fails like a full GPU on batches over 2 slices."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            if x.shape[0] > 2:
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return self.inner(x)
-
-    wrapped = OutOfMemoryAbove2(model)
-    engine = SliceInferenceEngine(wrapped, spec, torch.device("cpu"), model.down, batch_size=8)
-    outputs = engine.run(volume, [1])
+    engine = SliceInferenceEngine(OutOfMemoryAbove2(model), spec, torch.device("cpu"), 8)
+    methods = ("gradcam", "gradcam++", "integrated-gradients")
+    outputs = engine.run(volume, [1], methods=methods, uncertainty=UncertaintySpec("tta"))
     assert outputs.batch_size == 2
-    _, direct = GradCAM(model, model.down)(spec.batch(volume, list(range(5))), [1], (64, 64))
-    np.testing.assert_allclose(outputs.heatmaps[1], direct[1].numpy(), rtol=1e-4, atol=1e-5)
+    inputs = spec.batch(volume, list(range(5)))
+    for method in methods:
+        direct = attribute(model, inputs, 1, method, hu_window=(0.0, 400.0)).numpy()
+        np.testing.assert_allclose(
+            outputs.heatmaps[method, 1], direct, rtol=1e-3, atol=1e-4, err_msg=method
+        )
+    assert outputs.integrated_gradients_estimate is not None
+    assert outputs.uncertainty.shape == volume.shape
+    assert 0.0 <= outputs.uncertainty.min() and outputs.uncertainty.max() <= 1.0
 
 
-def test_volume_normalisation_keeps_slices_comparable():
+def test_uncertainty_is_zero_when_passes_agree_and_one_for_a_coin_toss():
+    sure = torch.zeros(1, 3, 4, 4)
+    sure[:, 1] = 1.0
+    assert float(normalized_entropy(sure).max()) < 1e-5
+    assert torch.allclose(normalized_entropy(torch.full((1, 3, 4, 4), 1 / 3)), torch.ones(1, 4, 4))
+
+
+def test_augmentations_are_undone_exactly():
+    x = torch.rand(2, 3, 64, 64)
+    for transform, inverse in augmentation_pairs(("flip", "shift"), (64, 64)):
+        assert torch.equal(inverse(transform(x)), x) and not torch.equal(transform(x), x)
+
+
+def test_tta_uncertainty_is_high_where_a_flip_changes_the_answer():
+    """A net that calls the left half 'liver' disagrees with itself under a flip everywhere."""
+
+    class LeftHalf(nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            logits[:, 1, :, : x.shape[-1] // 2] = 8.0
+            return logits + 0 * x.sum()
+
+    model = LeftHalf()
+    spec = SliceInputSpec((0.0, 1.0), (32, 32))
+    engine = SliceInferenceEngine(model, spec, torch.device("cpu"), cam_layer=None)
+    volume = np.zeros((2, 32, 32), dtype=np.float32)
+    outputs = engine.run(volume, uncertainty=UncertaintySpec("tta", ("flip",)))
+    assert outputs.uncertainty.mean() > 0.5  # every pixel: liver in one pass, not in the other
+    with pytest.raises(ValueError, match="no dropout"):
+        check_uncertainty(UncertaintySpec("mc-dropout"), model)
+
+
+def test_volume_normalisations_keep_slices_comparable():
     heat = np.zeros((2, 4, 4), dtype=np.float32)
     heat[0] = 2.0
     heat[1] = 1.0
-    normalize_volume(heat)
+    normalize_volume(heat, "volume-max")
     assert heat.max() == 1.0 and heat[1].max() == 0.5
-
-
-def test_review_lists_slices_whose_attention_is_outside_the_prediction():
-    region = np.zeros((3, 20, 20), dtype=bool)
-    region[:, 5:15, 5:15] = True
-    heat = np.zeros((3, 20, 20), dtype=np.float32)
-    heat[0, 5:15, 5:15] = 1.0  # agrees
-    heat[1, :3, :3] = 1.0  # looks elsewhere
-    heat[2, 5:15, 5:15] = 1.0
-    heat[2, :, :8] = 1.0  # mostly elsewhere
-    listed = slices_to_review(heat, region)
-    assert [index for index, _ in listed] == [1, 2]
-    assert listed[0][1] == 0.0
+    spiky = np.ones((1, 100, 100), dtype=np.float32)
+    spiky[0, 0, 0] = 1000.0
+    normalize_volume(spiky, "volume-p99.5")
+    assert spiky.max() == 1.0 and spiky[0, 50, 50] == 1.0

@@ -230,3 +230,74 @@ def test_outputs_follow_the_inputs_parent_transform(sample):
         *result.heatmapNodeIDs.values(),
     ]:
         assert app.scene.GetNodeByID(node_id).GetTransformNodeID() == transform.GetID()
+
+
+def test_methods_uncertainty_quality_and_review_list(sample, tmp_path):
+    app, node, logic = sample
+    result = logic.segmentAndExplain(
+        node, explainMethods=["gradcam", "gradcam++"], uncertainty="tta", camLayer="decoder.2"
+    )
+    assert set(result.explanationNodeIDs) == {"gradcam", "gradcam++"}
+    assert result.heatmapNodeIDs == result.explanationNodeIDs["gradcam"]
+    plus = app.scene.GetNodeByID(result.explanationNodeIDs["gradcam++"]["liver"])
+    assert plus.GetName() == "sample Grad-CAM++ liver" and "Grad-CAM++" in plus.GetDescription()
+    assert_same_geometry(plus, node)
+
+    uncertainty = app.scene.GetNodeByID(result.uncertaintyNodeID)
+    assert_same_geometry(uncertainty, node)
+    values = slicer.util.arrayFromVolume(uncertainty)
+    assert values.dtype == np.float32 and 0 <= values.min() and values.max() <= 1
+    assert values.max() > 0.1  # somewhere (the liver's border) the network is unsure
+    assert "entropy" in uncertainty.GetDescription()
+    assert result.uncertaintyMethod.startswith("test-time augmentation")
+
+    quality = result.explanationQuality
+    assert quality["methods"]["gradcam"]["layer"] == "decoder.2"
+    assert quality["methods"]["gradcam"]["sanity"].startswith(("passed", "FAILS"))
+    liver = quality["perClass"]["gradcam"]["liver"]
+    assert 0 < liver["insideFraction"] <= 1 and 0 <= liver["pointingGameHitRate"] <= 1
+    assert liver["slicesExplained"] > 0
+    (agreement,) = [a for a in quality["agreement"] if a["class"] == "liver"]
+    assert agreement["methods"] == ["gradcam", "gradcam++"] and -1 <= agreement["spearman"] <= 1
+    assert 0 <= quality["uncertainty"]["meanInLiver"] <= 1
+    severities = [item["severity"] for item in result.reviewItems]
+    assert severities == sorted(severities, reverse=True)
+    depth = slicer.util.arrayFromVolume(node).shape[0]
+    for item in result.reviewItems:
+        assert item["reason"] and 0 <= item["slice"] < depth
+    assert result.reviewSlices == list(dict.fromkeys(i["slice"] for i in result.reviewItems))
+    for lesion in result.lesions:
+        assert 0 <= lesion["confidence"] <= 1 and lesion["longest_axial_diameter_mm"] >= 0
+
+    html = logic.writeReport(result, node, tmp_path)
+    assert html.name == "sample_report.html" and (tmp_path / "sample_report.json").exists()
+    text = html.read_text()
+    assert "data:image/png;base64," in text and "Grad-CAM++" in text
+
+
+def test_review_slice_jump_moves_the_slice_views_to_that_slice(sample):
+    app, node, logic = sample
+    slice_node = app.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    slice_node.SetLayoutName("Red")
+    slice_node.SetOrientationToAxial()
+    array, matrix = read_volume_node(node)
+    orientation = canonical_orientation(matrix)
+    depth = orientation.canonical_shape(array.shape)[0]
+    for canonical_slice in (0, depth // 2, depth - 1):
+        r, a, s = logic.jumpToSlice(node, canonical_slice)
+        k, j, i = orientation.array_index(
+            (canonical_slice, 0, 0), orientation.canonical_shape(array.shape)
+        )
+        expected_s = (matrix @ np.array([i, j, k, 1.0]))[2]
+        assert s == pytest.approx(expected_s)
+        assert slice_node.GetSliceToRAS().GetElement(2, 3) == pytest.approx(s)
+
+
+def test_unknown_explanation_method_or_uncertainty_is_named_before_anything_runs(sample):
+    app, node, logic = sample
+    before = app.scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="occlusion"):
+        logic.segmentAndExplain(node, explainMethods=["occlusion"])
+    with pytest.raises(ValueError, match="no dropout"):
+        logic.segmentAndExplain(node, uncertainty="mc-dropout")
+    assert app.scene.GetNumberOfNodes() == before

@@ -196,7 +196,7 @@ def test_spin_box_ranges_and_defaults_match_the_parameters(module):
                 assert float(value) == float(defaults[parameter]), f"{name} starts at {value}"
             checked += 1
     if module is LIVERXAI:
-        assert checked == 1
+        assert checked == 2  # batch size, Integrated Gradients steps
     if module is TRAINING:
         assert checked == 5
 

@@ -376,13 +376,13 @@ def test_inference_engine_and_grad_cam_run_every_architecture(name: str) -> None
     model = build_model(name, in_channels=3)
     volume = np.random.default_rng(0).integers(-1000, 1001, size=(4, 64, 64)).astype(np.int16)
     spec = SliceInputSpec(DEFAULT_HU_WINDOW, (64, 64), num_slices=3)
-    engine = SliceInferenceEngine(
-        model, spec, torch.device("cpu"), gradcam_layer(model), batch_size=2
-    )
-    outputs = engine.run(volume, [LIVER, TUMOR])
+    engine = SliceInferenceEngine(model, spec, torch.device("cpu"), batch_size=2)
+    outputs = engine.run(volume, [LIVER, TUMOR], methods=("gradcam", "gradcam++"))
     assert outputs.labels.shape == (4, 64, 64) and outputs.labels.dtype == np.uint8
     assert outputs.labels.max() <= 2
-    assert set(outputs.heatmaps) == {LIVER, TUMOR}
+    assert set(outputs.heatmaps) == {
+        (m, c) for m in ("gradcam", "gradcam++") for c in (LIVER, TUMOR)
+    }
     for heatmap in outputs.heatmaps.values():
         assert heatmap.shape == (4, 64, 64)
         assert np.isfinite(heatmap).all() and heatmap.min() >= 0

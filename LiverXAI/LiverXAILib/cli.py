@@ -2,8 +2,9 @@
 
 ``segment`` reads a CT (NIfTI, NRRD or a DICOM series folder), runs the same
 ``LiverXAILogic`` as the Slicer module on a headless MRML scene (slicer-core), and writes
-``STEM_label.nii.gz``, ``STEM_gradcam_<class>.nii.gz``, ``STEM.seg.nrrd``, ``STEM_report.json``
-and ``STEM_overview.png``. ``demo`` does that for the bundled sample CT and also saves the
+``STEM_label.nii.gz``, ``STEM_<method>_<class>.nii.gz`` (``gradcam``, ``gradcampp``, ``ig``),
+``STEM_uncertainty.nii.gz``, ``STEM.seg.nrrd``, ``STEM_report.json``, ``STEM_report.html`` and
+``STEM_overview.png``. ``demo`` does that for the bundled sample CT and also saves the
 scene as ``scene.mrb``. ``train`` trains a network on a LiTS / MSD folder or a CSV of cases
 (JSON-line progress); ``evaluate`` writes the papers' metrics tables for one or more models.
 """
@@ -38,6 +39,27 @@ def _explain_classes(text: str) -> list[str]:
     return names
 
 
+def _methods(text: str) -> list[str]:
+    from .explain import METHODS
+
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {unknown}; choose from {list(METHODS)}"
+        )
+    return names
+
+
+def _baseline(text: str) -> float | str:
+    if text.strip().lower() == "blurred":
+        return "blurred"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a value in HU or 'blurred'") from None
+
+
 def _progress(fraction: float, message: str) -> None:
     """Progress on stderr: one updating line on a terminal, plain lines in a log."""
     if sys.stderr.isatty():
@@ -68,6 +90,11 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
         batchSize=args.batch_size,
         allowNonHU=args.allow_non_hu,
         progressCallback=_progress,
+        explainMethods=args.methods,
+        camLayer=args.layer,
+        uncertainty=args.uncertainty,
+        integratedGradientsSteps=args.ig_steps,
+        integratedGradientsBaseline=args.ig_baseline,
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -106,6 +133,29 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         default="liver,tumor",
         type=_explain_classes,
         help="classes to explain with Grad-CAM: liver,tumor | liver | tumor | none",
+    )
+    parser.add_argument(
+        "--methods",
+        default="gradcam",
+        type=_methods,
+        help="explanation methods, comma-separated: gradcam, gradcam++, integrated-gradients "
+        "(Integrated Gradients is slow; its estimated time is printed before it starts)",
+    )
+    parser.add_argument(
+        "--layer", default=None, help="Grad-CAM layer (dotted module name; default: the model's)"
+    )
+    parser.add_argument(
+        "--uncertainty",
+        default="tta",
+        choices=["tta", "mc-dropout", "none"],
+        help="per-voxel uncertainty: test-time augmentation (default), Monte Carlo dropout, none",
+    )
+    parser.add_argument("--ig-steps", default=32, type=int, help="Integrated Gradients steps")
+    parser.add_argument(
+        "--ig-baseline",
+        default=-1000.0,
+        type=_baseline,
+        help="Integrated Gradients baseline: a value in HU (default -1000, air) or 'blurred'",
     )
     parser.add_argument("--batch-size", default=16, type=int)
     parser.add_argument(

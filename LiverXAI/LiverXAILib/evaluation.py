@@ -48,7 +48,7 @@ from .errors import Cancelled
 from .explain import normalize_volume
 from .inference import SliceInferenceEngine, choose_device
 from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
-from .networks import count_parameters, gradcam_layer
+from .networks import count_parameters
 from .postprocessing import clean_labels
 from .preprocessing import SliceInputSpec, neighbour_indices
 from .surface_metrics import detection_rates, hausdorff95, lesion_detection
@@ -255,11 +255,13 @@ def _gradcam_slices(
     """
     depth, k = volume.shape[0], spec.num_slices
     blocks = np.concatenate([volume[neighbour_indices(i, k, depth)] for i in slices])
-    engine = SliceInferenceEngine(model, spec, device, target_layer=gradcam_layer(model))
-    outputs = engine.run(blocks, explain_classes=(LIVER, TUMOR))
+    engine = SliceInferenceEngine(model, spec, device)
+    outputs = engine.run(blocks, explain_classes=(LIVER, TUMOR), methods=("gradcam",))
     centres = [j * k + k // 2 for j in range(len(slices))]
     return {
-        CLASS_NAMES[c]: normalize_volume(np.ascontiguousarray(outputs.heatmaps[c][centres]))
+        CLASS_NAMES[c]: normalize_volume(
+            np.ascontiguousarray(outputs.heatmaps["gradcam", c][centres]), "volume-max"
+        )
         for c in (LIVER, TUMOR)
     }
 

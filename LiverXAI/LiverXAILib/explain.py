@@ -1,19 +1,18 @@
-"""Grad-CAM for semantic segmentation, batched, one backward pass per explained class.
+"""Explanations of a segmentation network: the methods, one batched API, and normalisation.
 
-For class ``c`` the explained scalar of a slice is the sum of the class-``c`` logits over the
-pixels predicted as ``c`` (the segmentation recipe of Captum's tutorial and of
-pytorch-grad-cam's ``SemanticSegmentationTarget``). Grad-CAM weights each channel of the
-target layer by the spatial mean of that scalar's gradient and keeps the positive part of
-the weighted sum (Selvaraju et al. 2017). Slices are independent in evaluation mode, so one
-backward pass on the batch sum yields every slice's map.
-
-Maps come out unnormalised; ``normalize_volume`` scales a whole volume at once so that
-slices stay comparable (``HEATMAP_NORMALIZATION`` names the choice).
+Methods (``METHODS``): Grad-CAM and Grad-CAM++ on a selectable layer (:mod:`cam`), and
+Integrated Gradients (:mod:`integrated_gradients`). Each explains, for every slice of a batch,
+the scalar of :mod:`segmentation_target` for that slice's own target class, and returns maps
+(B, H, W) at the requested slice size. Maps come out unnormalised; a whole volume is scaled
+once (:func:`normalize_volume`) so that slices stay comparable, and each method names its
+normalisation. Each method also carries the outcome of the sanity checks of Adebayo et al.
+(2018) as the test suite measures them (``Testing/test_sanity_checks.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -21,90 +20,146 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HeatmapNormalization = Literal["volume-max", "none"]
-HEATMAP_NORMALIZATION: HeatmapNormalization = "volume-max"
+from .cam import CAM_VARIANTS, LayerCAM
+from .segmentation_target import as_targets
+
+HeatmapNormalization = Literal["volume-max", "volume-p99.5", "none"]
 NORMALIZATION_DESCRIPTIONS = {
-    "volume-max": "Grad-CAM scaled once per volume: 1 = the strongest attention anywhere in the "
-    "volume, 0 = none; slices are comparable.",
-    "none": "raw Grad-CAM values (ReLU of the gradient-weighted activations), not scaled.",
+    "volume-max": "scaled once per volume: 1 = the strongest attention anywhere in the volume, "
+    "0 = none; slices are comparable.",
+    "volume-p99.5": "scaled once per volume by the 99.5th percentile of its positive values and "
+    "clipped to 1, so a few extreme pixels do not darken the rest; slices are comparable.",
+    "none": "raw values, not scaled.",
 }
 
 
-class GradCAM:
-    """Grad-CAM on one layer of a segmentation network that returns logits (B, C, H, W)."""
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a user needs to know about an attribution method."""
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module) -> None:
-        self.model = model
-        self.target_layer = target_layer
-        self._activation: torch.Tensor | None = None
+    name: str
+    label: str
+    normalization: HeatmapNormalization
+    uses_layer: bool
+    sanity: str  # outcome of the Adebayo et al. checks, "passed ..." or "FAILS ..."
 
-    def _keep_activation(self, _module, _inputs, output) -> None:
-        self._activation = output
-
-    def __call__(
-        self, inputs: torch.Tensor, classes: Sequence[int], output_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Return detached logits and, per class, maps (B, *output_size) from one forward pass."""
-        handle = self.target_layer.register_forward_hook(self._keep_activation)
-        try:
-            with torch.enable_grad():
-                logits = self.model(inputs)
-                activation = self._activation
-                if activation is None:
-                    raise RuntimeError("the Grad-CAM target layer was not run by the model")
-                predicted = logits.argmax(dim=1)
-                maps: dict[int, torch.Tensor] = {}
-                for position, class_id in enumerate(classes):
-                    mask = (predicted == class_id).to(logits.dtype)
-                    score = (logits[:, class_id] * mask).sum()
-                    if not score.requires_grad:
-                        raise RuntimeError("the model's output does not depend on its weights")
-                    (gradient,) = torch.autograd.grad(
-                        score, activation, retain_graph=position < len(classes) - 1
-                    )
-                    weights = gradient.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
-                    cam = F.relu((weights * activation.detach().float()).sum(dim=1, keepdim=True))
-                    cam = F.interpolate(cam, size=output_size, mode="bilinear", align_corners=False)
-                    maps[class_id] = cam[:, 0].clamp_min(0)
-        finally:
-            handle.remove()
-            self._activation = None
-        return logits.detach(), maps
+    def to_dict(self, layer: str | None = None) -> dict:
+        return {
+            "label": self.label,
+            "normalization": NORMALIZATION_DESCRIPTIONS[self.normalization],
+            "layer": layer if self.uses_layer else None,
+            "sanity": self.sanity,
+        }
 
 
-def normalize_volume(
-    heatmap: np.ndarray, normalization: HeatmapNormalization = HEATMAP_NORMALIZATION
-) -> np.ndarray:
-    """Scale a whole heatmap volume in place to [0, 1] with one factor (see module docstring)."""
+METHODS: dict[str, MethodInfo] = {
+    "gradcam": MethodInfo(
+        "gradcam",
+        "Grad-CAM",
+        "volume-max",
+        True,
+        "passed: maps decorrelate as layers are randomised from the top and differ from a "
+        "model trained on permuted labels",
+    ),
+    "gradcam++": MethodInfo(
+        "gradcam++",
+        "Grad-CAM++",
+        "volume-max",
+        True,
+        "passed: maps decorrelate as layers are randomised from the top and differ from a "
+        "model trained on permuted labels",
+    ),
+    "integrated-gradients": MethodInfo(
+        "integrated-gradients",
+        "Integrated Gradients",
+        "volume-p99.5",
+        False,
+        "passed: maps decorrelate as layers are randomised from the top and differ from a "
+        "model trained on permuted labels",
+    ),
+}
+DEFAULT_METHODS: tuple[str, ...] = ("gradcam",)
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The methods as a list, each known, no repeats; raises ``ValueError`` naming the unknown."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown explanation method(s) {unknown}: choose from {list(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def layer_choices(model: nn.Module) -> list[str]:
+    """Layer names for CAM methods: the model's default first, then every convolution."""
+    default = getattr(model, "gradcam_layer", None)
+    names = [default] if isinstance(default, str) else []
+    names += [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and name not in names
+    ]
+    return names
+
+
+def named_layer(model: nn.Module, name: str | None = None) -> nn.Module:
+    """The module called ``name`` (dotted, as in ``named_modules``), or the model's default."""
+    from .networks import gradcam_layer
+
+    return gradcam_layer(model, name)
+
+
+def attribute(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor,
+    method: str = "gradcam",
+    layer: str | None = None,
+    output_size: tuple[int, int] | None = None,
+    hu_window: tuple[float, float] = (-200.0, 300.0),
+    **options,
+) -> torch.Tensor:
+    """Unnormalised maps (B, *output_size) explaining each slice's own ``target`` class.
+
+    ``inputs`` is a network batch (B, channels, H, W); ``target`` an int for all slices or one
+    class per slice; ``layer`` names the CAM target layer (default: the model's);
+    ``options`` go to Integrated Gradients (``steps``, ``baseline``, ``internal_batch_size``).
+    """
+    check_methods([method])
+    targets = [as_targets(target, inputs.shape[0])]
+    if method in CAM_VARIANTS:
+        _, maps = LayerCAM(model, named_layer(model, layer), (method,)).explain(inputs, targets)
+        result = maps[method][0]
+    else:
+        from .integrated_gradients import IntegratedGradientsExplainer
+
+        result = IntegratedGradientsExplainer(model, hu_window, **options).explain(inputs, targets)[
+            0
+        ]
+    size = output_size or tuple(inputs.shape[-2:])
+    return resize_maps(result, size)
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, H, W) maps to ``size``, kept non-negative."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    resized = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)
+    return resized[:, 0].clamp_min(0)
+
+
+def normalize_volume(heatmap: np.ndarray, normalization: HeatmapNormalization) -> np.ndarray:
+    """Scale a whole heatmap volume in place to [0, 1] (see ``NORMALIZATION_DESCRIPTIONS``)."""
     if normalization == "none":
         return heatmap
-    if normalization != "volume-max":
+    if normalization == "volume-max":
+        scale = float(heatmap.max()) if heatmap.size else 0.0
+    elif normalization == "volume-p99.5":
+        sample = heatmap.reshape(-1)[:: max(1, heatmap.size // 2_000_000)]
+        positive = sample[sample > 0]
+        scale = float(np.percentile(positive, 99.5)) if positive.size else 0.0
+    else:
         raise ValueError(f"unknown heatmap normalisation {normalization!r}")
-    peak = float(heatmap.max()) if heatmap.size else 0.0
-    if peak > 0:
-        heatmap *= np.float32(1.0 / peak)
+    if scale > 0:
+        heatmap *= np.float32(1.0 / scale)
+        np.minimum(heatmap, 1.0, out=heatmap)
     return heatmap
-
-
-def mass_inside(heatmap: np.ndarray, region: np.ndarray) -> float:
-    """Fraction of the heatmap's total mass that lies inside a boolean region (NaN if no mass)."""
-    total = float(heatmap.sum(dtype=np.float64))
-    if total <= 0:
-        return float("nan")
-    return float(heatmap[region].sum(dtype=np.float64)) / total
-
-
-def slices_to_review(
-    heatmap: np.ndarray, region: np.ndarray, threshold: float = 0.5, min_voxels: int = 50
-) -> list[tuple[int, float]]:
-    """Slices (axis 0) predicted to hold the class whose heatmap mass lies mostly outside it.
-
-    Returns ``(slice, fraction inside)`` sorted from the worst agreement; ``threshold`` is
-    the inside fraction below which a slice is listed.
-    """
-    listed = []
-    for index in np.flatnonzero(region.reshape(region.shape[0], -1).sum(axis=1) >= min_voxels):
-        fraction = mass_inside(heatmap[index], region[index])
-        if fraction == fraction and fraction < threshold:
-            listed.append((int(index), fraction))
-    return sorted(listed, key=lambda item: item[1])

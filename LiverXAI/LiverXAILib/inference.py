@@ -1,10 +1,13 @@
-"""Batched slice-by-slice inference with Grad-CAM, on the GPU or the CPU.
+"""Batched slice-by-slice inference with explanations and uncertainty, on the GPU or the CPU.
 
 The engine walks the canonical axial slices in batches: builds the network input for the
 batch only (so memory does not grow with intermediate copies of the volume), runs one
-forward pass, one backward pass per explained class, resizes probabilities and maps back to
-the slice size and writes them into the output arrays. It reports progress, stops between
-batches when cancelled, and halves the batch when the device runs out of memory.
+forward pass (shared by segmentation, Grad-CAM and Grad-CAM++), one backward pass per
+explained class, the extra passes of the uncertainty estimate, resizes probabilities, maps
+and uncertainty back to the slice size and writes them into the output arrays. Integrated
+Gradients, much dearer, runs afterwards on the slices that hold an explained class only, with
+its estimated duration announced first. The engine reports progress, stops between batches
+when cancelled, and halves the batch when the device runs out of memory.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cam import CAM_VARIANTS, LayerCAM
 from .errors import Cancelled
-from .explain import GradCAM
+from .explain import check_methods, named_layer, resize_maps
 from .preprocessing import SliceInputSpec
+from .uncertainty import (
+    UncertaintySpec,
+    averaged_probabilities,
+    check_uncertainty,
+    normalized_entropy,
+)
 
 ProgressCallback = Callable[[float, str], None]
 # torch < 2.5 has only the CUDA-specific class.
@@ -59,9 +69,12 @@ class SliceOutputs:
     """Per-voxel outputs in canonical orientation at full slice size."""
 
     labels: np.ndarray  # uint8 (slices, rows, columns)
-    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # float32, unnormalised
+    heatmaps: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # unnormalised
+    uncertainty: np.ndarray | None = None  # float32 normalised entropy in [0, 1]
     batch_size: int = 0
     seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    integrated_gradients_estimate: float | None = None  # seconds, announced before it ran
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -69,23 +82,30 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 class SliceInferenceEngine:
-    """Runs a 2D segmentation network over every axial slice of a canonical volume."""
+    """Runs a 2D segmentation network over every axial slice of a canonical volume.
+
+    ``cam_layer`` names the Grad-CAM/Grad-CAM++ target layer (default: the model's own);
+    ``ig_options`` go to :class:`IntegratedGradientsExplainer` (steps, baseline, ...).
+    """
 
     def __init__(
         self,
         model: nn.Module,
         spec: SliceInputSpec,
         device: torch.device,
-        target_layer: nn.Module | None = None,
         batch_size: int = 16,
         use_amp: bool = True,
+        cam_layer: str | None = None,
+        ig_options: dict | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.spec = spec
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.use_amp = use_amp and device.type == "cuda"
-        self.gradcam = GradCAM(self.model, target_layer) if target_layer is not None else None
+        self.cam_layer_name = cam_layer or getattr(model, "gradcam_layer", None)
+        self.cam_layer = named_layer(self.model, cam_layer) if self.cam_layer_name else None
+        self.ig_options = dict(ig_options or {})
 
     def run(
         self,
@@ -93,22 +113,70 @@ class SliceInferenceEngine:
         explain_classes: Sequence[int] = (),
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        methods: Sequence[str] = ("gradcam",),
+        uncertainty: UncertaintySpec | None = None,
     ) -> SliceOutputs:
-        """Segment (and explain ``explain_classes``) every slice; raises ``Cancelled``."""
-        if explain_classes and self.gradcam is None:
-            raise ValueError("explaining needs a Grad-CAM target layer")
+        """Segment every slice, explain ``explain_classes`` with ``methods`` and estimate
+        ``uncertainty`` if given; raises ``Cancelled`` when ``cancel`` is set."""
+        methods = check_methods(methods) if explain_classes else []
+        cam_methods = [m for m in methods if m in CAM_VARIANTS]
+        if cam_methods and self.cam_layer is None:
+            raise ValueError("Grad-CAM needs a target layer: the model declares none")
+        if uncertainty is not None:
+            check_uncertainty(uncertainty, self.model)
+        report = progress or (lambda _fraction, _message: None)
+        with_ig = "integrated-gradients" in methods
         start = time.perf_counter()
         depth, rows, columns = canonical_volume.shape
         outputs = SliceOutputs(labels=np.zeros((depth, rows, columns), dtype=np.uint8))
-        for class_id in explain_classes:
-            outputs.heatmaps[class_id] = np.zeros((depth, rows, columns), dtype=np.float32)
-        first = 0
-        while first < depth:
+        for method in methods:
+            for class_id in explain_classes:
+                outputs.heatmaps[method, class_id] = np.zeros((depth, rows, columns), np.float32)
+        if uncertainty is not None:
+            outputs.uncertainty = np.zeros((depth, rows, columns), dtype=np.float32)
+        share = 0.5 if with_ig else 1.0
+        cam = LayerCAM(self.model, self.cam_layer, cam_methods) if cam_methods else None
+        self._for_each_batch(
+            range(depth),
+            lambda batch: self._run_batch(
+                canonical_volume, batch, explain_classes, cam, uncertainty, outputs
+            ),
+            cancel,
+            report,
+            0.0,
+            share,
+            "slice",
+        )
+        outputs.phase_seconds["segment"] = time.perf_counter() - start
+        if with_ig:
+            mark = time.perf_counter()
+            self._run_integrated_gradients(
+                canonical_volume, explain_classes, outputs, report, cancel, share
+            )
+            outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
+        outputs.batch_size = self.batch_size
+        outputs.seconds = time.perf_counter() - start
+        return outputs
+
+    def _for_each_batch(
+        self,
+        order: Sequence[int],
+        work: Callable[[list[int]], None],
+        cancel: threading.Event | None,
+        report: ProgressCallback,
+        offset: float,
+        share: float,
+        what: str,
+    ) -> None:
+        """Call ``work`` on batches of ``order``; a batch that ran out of memory is retried
+        with half the batch size (kept for the rest of the run)."""
+        done = 0
+        while done < len(order):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("Segment & Explain was cancelled.")
-            indices = list(range(first, min(first + self.batch_size, depth)))
+            batch = list(order[done : done + self.batch_size])
             try:
-                self._run_batch(canonical_volume, indices, explain_classes, outputs)
+                work(batch)
             except (RuntimeError, OutOfMemoryError) as error:
                 if not _is_out_of_memory(error) or self.batch_size == 1:
                     raise
@@ -116,12 +184,8 @@ class SliceInferenceEngine:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            first = indices[-1] + 1
-            if progress is not None:
-                progress(first / depth, f"slice {first} of {depth}")
-        outputs.batch_size = self.batch_size
-        outputs.seconds = time.perf_counter() - start
-        return outputs
+            done += len(batch)
+            report(offset + share * done / len(order), f"{what} {done} of {len(order)}")
 
     def _autocast(self):
         if self.use_amp:
@@ -133,23 +197,83 @@ class SliceInferenceEngine:
         canonical_volume: np.ndarray,
         indices: list[int],
         explain_classes: Sequence[int],
+        cam: LayerCAM | None,
+        uncertainty: UncertaintySpec | None,
         outputs: SliceOutputs,
     ) -> None:
         slice_size = tuple(canonical_volume.shape[1:])
         inputs = self.spec.batch(canonical_volume, indices).to(self.device)
+        targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
         with self._autocast():
-            if explain_classes:
-                logits, maps = self.gradcam(inputs, explain_classes, slice_size)
+            if cam is not None:
+                logits, maps = cam.explain(inputs, targets)
             else:
                 with torch.inference_mode():
                     logits, maps = self.model(inputs), {}
+            with torch.inference_mode():
+                probabilities = torch.softmax(logits.float(), dim=1)
+                if uncertainty is not None:
+                    averaged = averaged_probabilities(
+                        self.model, inputs, probabilities, uncertainty
+                    )
         with torch.inference_mode():
-            probabilities = torch.softmax(logits.float(), dim=1)
-            probabilities = F.interpolate(
+            full = F.interpolate(
                 probabilities, size=slice_size, mode="bilinear", align_corners=False
             )
-            labels = probabilities.argmax(dim=1).to(torch.uint8)
-        block = slice(indices[0], indices[-1] + 1)
-        outputs.labels[block] = labels.cpu().numpy()
-        for class_id, cam in maps.items():
-            outputs.heatmaps[class_id][block] = cam.cpu().numpy()
+            block = slice(indices[0], indices[-1] + 1)
+            outputs.labels[block] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            for method, per_target in maps.items():
+                for class_id, cam_map in zip(explain_classes, per_target, strict=True):
+                    outputs.heatmaps[method, class_id][block] = (
+                        resize_maps(cam_map, slice_size).cpu().numpy()
+                    )
+            if uncertainty is not None:
+                entropy = normalized_entropy(averaged)
+                outputs.uncertainty[block] = resize_maps(entropy, slice_size).cpu().numpy()
+
+    def _run_integrated_gradients(
+        self,
+        canonical_volume: np.ndarray,
+        explain_classes: Sequence[int],
+        outputs: SliceOutputs,
+        report: ProgressCallback,
+        cancel: threading.Event | None,
+        offset: float,
+    ) -> None:
+        """Integrated Gradients on the slices that hold an explained class, after announcing
+        the estimated duration through ``report``."""
+        from .integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
+
+        explainer = IntegratedGradientsExplainer(self.model, self.spec.hu_window, **self.ig_options)
+        flat = outputs.labels.reshape(outputs.labels.shape[0], -1)
+        per_class = {c: np.flatnonzero((flat == c).any(axis=1)) for c in explain_classes}
+        order = sorted(set().union(*(set(v.tolist()) for v in per_class.values())))
+        if not order:
+            outputs.integrated_gradients_estimate = 0.0
+            return
+        sample = self.spec.batch(canonical_volume, order[: min(4, self.batch_size)])
+        sample = sample.to(self.device)
+        estimate = estimate_seconds(
+            self.model, sample, sum(len(v) for v in per_class.values()), explainer.steps
+        )
+        outputs.integrated_gradients_estimate = estimate
+        report(
+            offset,
+            f"Integrated Gradients: {sum(len(v) for v in per_class.values())} slice maps, "
+            f"about {estimate:.0f} s",
+        )
+        slice_size = tuple(canonical_volume.shape[1:])
+
+        def work(batch: list[int]) -> None:
+            inputs = self.spec.batch(canonical_volume, batch).to(self.device)
+            targets = [torch.full((len(batch),), c, dtype=torch.long) for c in explain_classes]
+            explainer.internal_batch_size = self.batch_size  # as much memory as a batch
+            with self._autocast():
+                maps = explainer.explain(inputs, targets)
+            for class_id, ig_map in zip(explain_classes, maps, strict=True):
+                values = resize_maps(ig_map.float(), slice_size).cpu().numpy()
+                outputs.heatmaps["integrated-gradients", class_id][batch] = values
+
+        self._for_each_batch(
+            order, work, cancel, report, offset, 1.0 - offset, "Integrated Gradients slice"
+        )

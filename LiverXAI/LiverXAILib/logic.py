@@ -20,6 +20,7 @@ from . import scene as mrml
 from .catalog import read_catalog, resolve_model
 from .constants import CLASS_NAMES, DEFAULT_MODEL, EXPLAINABLE_CLASSES, LIVER
 from .errors import Cancelled, InputError, NotHounsfieldError
+from .lesions import measure_lesions
 from .orientation import CanonicalOrientation, canonical_orientation, canonical_spacing
 from .postprocessing import clean_labels, label_statistics
 from .results import SegmentAndExplainResult
@@ -91,6 +92,12 @@ class LiverXAILogic:
             self._models[key] = load_checkpoint(path)
         return self._models[key]
 
+    def layerChoices(self, model: str = DEFAULT_MODEL) -> list[str]:
+        """Grad-CAM layers of a model: its default first, then every convolution."""
+        from .explain import layer_choices
+
+        return layer_choices(self.loadModel(model)[0])
+
     @staticmethod
     def describeDevice(device: str = "auto") -> str:
         """Which device would run, and why, e.g. "CPU: no CUDA build of torch installed"."""
@@ -118,24 +125,26 @@ class LiverXAILogic:
         progressCallback: Callable[[float, str], None] | None = None,
         cancelEvent: threading.Event | None = None,
         showResults: bool = True,
+        explainMethods: Sequence[str] = ("gradcam",),
+        camLayer: str | None = None,
+        uncertainty: str = "tta",
+        integratedGradientsSteps: int = 32,
+        integratedGradientsBaseline: float | str = -1000.0,
     ) -> SegmentAndExplainResult:
         """Segment liver and tumour in ``inputVolumeNode`` and explain the chosen classes.
 
-        Adds a labelmap (0 background, 1 liver, 2 tumor), one Grad-CAM volume per explained
-        class (values in [0, 1], normalised once per volume) and a segmentation with closed
-        surfaces, all with the input's geometry. Raises ``InputError`` for unusable input,
-        ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is set;
-        in every failure the scene is left as it was.
+        Adds a labelmap (0 background, 1 liver, 2 tumor), one heatmap volume per explained
+        class and method (``gradcam``, ``gradcam++``, ``integrated-gradients``; values in
+        [0, 1], normalised once per volume), an uncertainty volume (``uncertainty``: ``tta``,
+        ``mc-dropout`` or ``none``) and a segmentation with closed surfaces, all with the
+        input's geometry; measures the explanations and lists slices to review. ``camLayer``
+        names the Grad-CAM layer (default: the model's). Raises ``InputError`` for unusable
+        input, ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is
+        set; in every failure the scene is left as it was.
         """
-        from .explain import (
-            HEATMAP_NORMALIZATION,
-            NORMALIZATION_DESCRIPTIONS,
-            mass_inside,
-            normalize_volume,
-            slices_to_review,
-        )
+        from .explain import METHODS, check_methods, normalize_volume
         from .inference import SliceInferenceEngine, choose_device, describe_device
-        from .networks import gradcam_layer
+        from .uncertainty import UncertaintySpec
 
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -145,6 +154,8 @@ class LiverXAILogic:
         if unknown:
             raise ValueError(f"Cannot explain {unknown}: choose from {list(EXPLAINABLE_CLASSES)}.")
         class_ids = [CLASS_NAMES.index(name) for name in explainClasses]
+        methods = check_methods(explainMethods) if class_ids else []
+        uncertainty_spec = _uncertainty_spec(uncertainty, UncertaintySpec)
 
         report(0.0, "Loading model")
         network, metadata = self.loadModel(model)
@@ -155,25 +166,42 @@ class LiverXAILogic:
         timings["preprocess"] = time.perf_counter() - started
 
         engine = SliceInferenceEngine(
-            network, metadata.input_spec(), torch_device, gradcam_layer(network), batchSize
+            network,
+            metadata.input_spec(),
+            torch_device,
+            batchSize,
+            cam_layer=camLayer,
+            ig_options={
+                "steps": integratedGradientsSteps,
+                "baseline": integratedGradientsBaseline,
+            },
         )
         outputs = engine.run(
             orientation.apply(array),
             class_ids,
             progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message),
             cancel=cancelEvent,
+            methods=methods,
+            uncertainty=uncertainty_spec,
         )
         timings["inference"] = outputs.seconds
+        timings.update({f"inference: {k}": v for k, v in outputs.phase_seconds.items()})
 
         mark = time.perf_counter()
-        report(0.86, "Cleaning up in 3D")
+        report(0.86, "Cleaning up in 3D and measuring the explanations")
         labels = clean_labels(outputs.labels, spacing)
         statistics = label_statistics(labels, spacing)
-        heatmaps = {cid: normalize_volume(outputs.heatmaps[cid]) for cid in class_ids}
-        organ = labels >= LIVER
-        liver_map = heatmaps.get(LIVER)
-        inside = mass_inside(liver_map, organ) if liver_map is not None else float("nan")
-        review = slices_to_review(liver_map, organ) if liver_map is not None else []
+        heatmaps = {
+            method: {
+                c: normalize_volume(outputs.heatmaps[method, c], METHODS[method].normalization)
+                for c in class_ids
+            }
+            for method in methods
+        }
+        explanation = self._assessExplanations(
+            heatmaps, labels, spacing, outputs.uncertainty, orientation, engine.cam_layer_name
+        )
+        lesions = measure_lesions(labels, spacing, outputs.uncertainty)
         timings["postprocess"] = time.perf_counter() - mark
         if cancelEvent is not None and cancelEvent.is_set():
             raise Cancelled("Segment & Explain was cancelled.")
@@ -185,26 +213,27 @@ class LiverXAILogic:
             orientation,
             labels,
             heatmaps,
+            outputs.uncertainty,
+            uncertainty_spec.describe() if uncertainty_spec else "",
             model,
             showResults,
-            NORMALIZATION_DESCRIPTIONS[HEATMAP_NORMALIZATION],
         )
         timings["scene"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         report(1.0, "Done")
+        depth = labels.shape[0]
+        primary = methods[0] if methods else None
         return SegmentAndExplainResult(
             labelmapNodeID=nodes["labelmap"].GetID(),
-            heatmapNodeIDs={CLASS_NAMES[c]: nodes[CLASS_NAMES[c]].GetID() for c in class_ids},
+            heatmapNodeIDs=dict(nodes["heatmaps"].get(primary, {})),
             segmentationNodeID=nodes["segmentation"].GetID(),
             liverVolumeMl=statistics.liver_ml,
             tumorVolumeMl=statistics.tumor_ml,
             tumorCount=statistics.tumor_count,
             tumorVolumesMl=list(statistics.tumor_volumes_ml),
-            reviewSlices=[
-                self._inputSliceIndex(orientation, labels.shape[0], s) for s, _ in review
-            ],
-            heatmapMassInsideLiver=inside,
-            heatmapNormalization=HEATMAP_NORMALIZATION,
+            reviewSlices=list(dict.fromkeys(item["slice"] for item in explanation["reviewItems"])),
+            heatmapMassInsideLiver=_inside_fraction(explanation, primary, "liver"),
+            heatmapNormalization=METHODS[primary].normalization if primary else "",
             modelName=Path(str(model)).name,
             modelInfo={
                 "architecture": metadata.architecture,
@@ -217,7 +246,95 @@ class LiverXAILogic:
             },
             device=describe_device(device),
             timings=timings,
+            explanationNodeIDs=nodes["heatmaps"],
+            uncertaintyNodeID=nodes["uncertainty"].GetID() if "uncertainty" in nodes else "",
+            uncertaintyMethod=uncertainty_spec.describe() if uncertainty_spec else "none",
+            reviewItems=explanation["reviewItems"],
+            explanationQuality=explanation["quality"],
+            lesions=[
+                {
+                    **lesion.to_dict(),
+                    "slices": sorted(
+                        self._inputSliceIndex(orientation, depth, s) for s in lesion.slices
+                    ),
+                }
+                for lesion in lesions
+            ],
+            integratedGradientsEstimateSeconds=outputs.integrated_gradients_estimate,
         )
+
+    def _assessExplanations(
+        self,
+        heatmaps: dict[str, dict[int, np.ndarray]],
+        labels: np.ndarray,
+        spacing: Sequence[float],
+        uncertainty: np.ndarray | None,
+        orientation: CanonicalOrientation,
+        cam_layer: str | None,
+    ) -> dict[str, Any]:
+        """Quality figures and the review list, slices numbered as the input's K index."""
+        from .explain import METHODS
+        from .explanation_quality import assess_explanations
+
+        labels_by_method = {m: METHODS[m].label for m in heatmaps}
+        assessment = assess_explanations(
+            heatmaps, labels, spacing, uncertainty, method_labels=labels_by_method
+        )
+        quality = assessment.to_dict()
+        depth = labels.shape[0]
+        review = []
+        for item in quality.pop("review"):
+            canonical = item.pop("slice")
+            review.append(
+                {
+                    "slice": self._inputSliceIndex(orientation, depth, canonical),
+                    "canonicalSlice": canonical,
+                    **item,
+                }
+            )
+        per_slice = quality.get("perSlice", {})
+        if orientation.flips[0]:  # per-slice lists in input K order
+            for per_class in per_slice.values():
+                for figures in per_class.values():
+                    for key, values in figures.items():
+                        figures[key] = list(reversed(values))
+        quality["methods"] = {m: METHODS[m].to_dict(cam_layer) for m in heatmaps}
+        if uncertainty is not None:
+            organ = labels >= LIVER
+            quality["uncertainty"] = {
+                "meanInLiver": float(uncertainty[organ].mean(dtype=np.float64))
+                if organ.any()
+                else None,
+            }
+        return {"quality": quality, "reviewItems": review}
+
+    def writeReport(
+        self, result: SegmentAndExplainResult, inputVolumeNode: Any, outputDir: Any
+    ) -> Path:
+        """Write ``STEM_report.json`` and the self-contained ``STEM_report.html`` for a result
+        into ``outputDir``; returns the HTML file's path."""
+        from .outputs import write_reports
+
+        return write_reports(
+            self.scene, inputVolumeNode, result, Path(outputDir), inputVolumeNode.GetName()
+        )
+
+    def sliceCentreRAS(self, inputVolumeNode: Any, canonicalSlice: int) -> tuple[float, ...]:
+        """RAS position of the centre of a canonical axial slice of the input volume."""
+        array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
+        orientation = canonical_orientation(ijk_to_ras)
+        shape = orientation.canonical_shape(array.shape)
+        k, j, i = orientation.array_index((canonicalSlice, shape[1] // 2, shape[2] // 2), shape)
+        ras = ijk_to_ras @ np.array([i, j, k, 1.0])
+        return tuple(float(v) for v in ras[:3])
+
+    def jumpToSlice(self, inputVolumeNode: Any, canonicalSlice: int) -> tuple[float, ...]:
+        """Move every slice view to a review-list slice (``canonicalSlice`` of its item)."""
+        from slicer import vtkMRMLSliceNode
+
+        r, a, s = self.sliceCentreRAS(inputVolumeNode, canonicalSlice)
+        vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, vtkMRMLSliceNode.OffsetJumpSlice)
+        return r, a, s
 
     @staticmethod
     def _inputSliceIndex(orientation: CanonicalOrientation, depth: int, index: int) -> int:
@@ -230,15 +347,22 @@ class LiverXAILogic:
         inputVolumeNode: Any,
         orientation: CanonicalOrientation,
         labels: np.ndarray,
-        heatmaps: dict[int, np.ndarray],
+        heatmaps: dict[str, dict[int, np.ndarray]],
+        uncertainty: np.ndarray | None,
+        uncertainty_description: str,
         model: str,
         showResults: bool,
-        normalization_description: str,
     ) -> dict[str, Any]:
-        """Create every output node, or none: on failure the nodes made so far are removed."""
+        """Create every output node, or none: on failure the nodes made so far are removed.
+
+        Returns the nodes by role; ``"heatmaps"`` maps method → class name → node ID.
+        """
+        from .explain import METHODS, NORMALIZATION_DESCRIPTIONS
+
         scene = self.scene
         base = inputVolumeNode.GetName()
         created: dict[str, Any] = {}
+        heatmap_ids: dict[str, dict[str, str]] = {}
         existing = mrml.node_ids(scene)
         try:
             labelmap = mrml.add_output_volume(
@@ -247,15 +371,35 @@ class LiverXAILogic:
             created["labelmap"] = labelmap
             mrml.style_labelmap(scene, labelmap)
             labelmap.SetDescription(f"LiverXAI segmentation by model {model}")
-            description = normalization_description
-            for class_id, heatmap in heatmaps.items():
-                name = CLASS_NAMES[class_id]
+            for method, per_class in heatmaps.items():
+                info = METHODS[method]
+                normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
+                for class_id, heatmap in per_class.items():
+                    name = CLASS_NAMES[class_id]
+                    node = mrml.add_output_volume(
+                        scene,
+                        inputVolumeNode,
+                        orientation.invert(heatmap),
+                        f"{base} {info.label} {name}",
+                    )
+                    created[f"{method} {name}"] = node
+                    heatmap_ids.setdefault(method, {})[name] = node.GetID()
+                    mrml.style_heatmap(
+                        scene,
+                        node,
+                        f"{info.label} for {name}, model {model}: {normalization}",
+                    )
+            if uncertainty is not None:
                 node = mrml.add_output_volume(
-                    scene, inputVolumeNode, orientation.invert(heatmap), f"{base} Grad-CAM {name}"
+                    scene, inputVolumeNode, orientation.invert(uncertainty), f"{base} uncertainty"
                 )
-                created[name] = node
+                created["uncertainty"] = node
                 mrml.style_heatmap(
-                    scene, node, f"Grad-CAM for {name}, model {model}. {description}"
+                    scene,
+                    node,
+                    f"Uncertainty (normalised predictive entropy, 0 = sure, 1 = classes equally "
+                    f"likely) by {uncertainty_description}, model {model}",
+                    mrml.UNCERTAINTY_COLOR_NODE_IDS,
                 )
             created["segmentation"] = mrml.add_segmentation(
                 scene,
@@ -265,7 +409,10 @@ class LiverXAILogic:
                 f"{base} LiverXAI segmentation",
             )
             if showResults:
-                first_heatmap = next((created[CLASS_NAMES[c]] for c in heatmaps), None)
+                first_heatmap = next(
+                    (scene.GetNodeByID(i) for ids in heatmap_ids.values() for i in ids.values()),
+                    None,
+                )
                 mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
             transform_id = inputVolumeNode.GetTransformNodeID()
             for node in created.values():  # outputs follow the input's parent transform
@@ -273,4 +420,24 @@ class LiverXAILogic:
         except BaseException:
             mrml.remove_nodes_except(scene, existing)
             raise
+        created["heatmaps"] = heatmap_ids
         return created
+
+
+def _uncertainty_spec(name: str, spec_class: Any) -> Any:
+    """``UncertaintySpec`` for ``tta`` / ``mc-dropout``, ``None`` for ``none``."""
+    if name == "none":
+        return None
+    if name == "tta":
+        return spec_class("tta")
+    if name == "mc-dropout":
+        return spec_class("mc-dropout")
+    raise ValueError(f"unknown uncertainty {name!r}: use tta, mc-dropout or none")
+
+
+def _inside_fraction(explanation: dict[str, Any], method: str | None, class_name: str) -> float:
+    if method is None:
+        return float("nan")
+    value = explanation["quality"]["perClass"].get(method, {}).get(class_name, {})
+    inside = value.get("insideFraction")
+    return float("nan") if inside is None else float(inside)

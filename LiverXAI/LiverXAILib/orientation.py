@@ -51,6 +51,17 @@ class CanonicalOrientation:
     def canonical_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         return tuple(shape[a] for a in self.axes)  # type: ignore[return-value]
 
+    def array_index(
+        self, canonical_index: tuple[int, int, int], canonical_shape: tuple[int, int, int]
+    ) -> tuple[int, int, int]:
+        """The input array's (K, J, I) index of the voxel at ``canonical_index``."""
+        result = [0, 0, 0]
+        for position, value in enumerate(canonical_index):
+            if self.flips[position]:
+                value = canonical_shape[position] - 1 - value
+            result[self.axes[position]] = int(value)
+        return tuple(result)  # type: ignore[return-value]
+
 
 def canonical_orientation(ijk_to_ras: np.ndarray) -> CanonicalOrientation:
     """Orientation of a volume array in Slicer's (K, J, I) order given its IJK-to-RAS matrix."""

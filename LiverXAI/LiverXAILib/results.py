@@ -22,6 +22,13 @@ class SegmentAndExplainResult:
     modelInfo: dict[str, Any] = field(default_factory=dict)  # architecture, training data, ...
     device: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    explanationNodeIDs: dict[str, dict[str, str]] = field(default_factory=dict)  # method→class
+    uncertaintyNodeID: str = ""
+    uncertaintyMethod: str = "none"
+    reviewItems: list[dict[str, Any]] = field(default_factory=list)  # worst first, with reasons
+    explanationQuality: dict[str, Any] = field(default_factory=dict)
+    lesions: list[dict[str, Any]] = field(default_factory=list)  # largest first
+    integratedGradientsEstimateSeconds: float | None = None
 
     def summary(self) -> str:
         """A few lines for the module's results area and the console."""
@@ -30,9 +37,16 @@ class SegmentAndExplainResult:
             f"Tumour: {self.tumorVolumeMl:.1f} mL in {self.tumorCount} "
             f"lesion{'s' if self.tumorCount != 1 else ''}",
         ]
-        if self.reviewSlices:
-            shown = ", ".join(str(s) for s in self.reviewSlices[:10])
-            lines.append(f"Slices to review (explanation outside the liver): {shown}")
+        for number, lesion in enumerate(self.lesions[:5], start=1):
+            confidence = lesion.get("confidence")
+            sure = f", confidence {confidence:.2f}" if confidence is not None else ""
+            lines.append(
+                f"  lesion {number}: {lesion['volume_ml']:.1f} mL, "
+                f"{lesion['longest_axial_diameter_mm']:.0f} mm{sure}"
+            )
+        if self.reviewItems:
+            lines.append(f"Slices to review ({len(self.reviewItems)}):")
+            lines += [f"  slice {i['slice']}: {i['reason']}" for i in self.reviewItems[:5]]
         else:
             lines.append("Slices to review: none")
         lines.append(

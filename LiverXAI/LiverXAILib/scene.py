@@ -16,6 +16,11 @@ from .constants import CLASS_COLORS, CLASS_NAMES
 
 LABEL_COLOR_TABLE_NAME = "LiverXAI labels"
 HEAT_COLOR_NODE_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRainbow")
+UNCERTAINTY_COLOR_NODE_IDS = (
+    "vtkMRMLColorTableNodeFileViridis.txt",
+    "vtkMRMLPETProceduralColorNodePET-Rainbow2",
+    "vtkMRMLColorTableNodeRainbow",
+)
 
 
 def ijk_to_ras_array(volume_node: Any) -> np.ndarray:
@@ -73,10 +78,15 @@ def style_labelmap(scene: Any, labelmap_node: Any) -> None:
     labelmap_node.GetDisplayNode().SetAndObserveColorNodeID(label_color_table(scene).GetID())
 
 
-def style_heatmap(scene: Any, heatmap_node: Any, description: str) -> None:
+def style_heatmap(
+    scene: Any,
+    heatmap_node: Any,
+    description: str,
+    color_node_ids: tuple[str, ...] = HEAT_COLOR_NODE_IDS,
+) -> None:
     """Heat colours on a fixed [0, 1] window; values under 0.05 transparent when overlaid."""
     display = heatmap_node.GetDisplayNode()
-    for color_id in HEAT_COLOR_NODE_IDS:
+    for color_id in color_node_ids:
         if scene.GetNodeByID(color_id) is not None:
             display.SetAndObserveColorNodeID(color_id)
             break
