@@ -27,6 +27,27 @@ def assert_same_geometry(output, reference):
     assert output.GetOrigin() == reference.GetOrigin()
 
 
+def box_corners(node):
+    """RAS of the outer corners of the voxel grid (voxel edges, not centres)."""
+    matrix, (columns, rows, slices) = geometry(node)
+    corners = [
+        (i, j, k)
+        for i in (-0.5, columns - 0.5)
+        for j in (-0.5, rows - 0.5)
+        for k in (-0.5, slices - 0.5)
+    ]
+    return np.array([(matrix @ np.array([*c, 1.0]))[:3] for c in corners])
+
+
+def assert_map_grid(output, reference, map_size=(128, 128)):
+    """Explanation maps: the network's size in plane, every slice, the reference's box."""
+    dimensions = output.GetImageData().GetDimensions()
+    reference_dimensions = geometry(reference)[1]
+    assert sorted(dimensions) == sorted([*map_size, min(reference_dimensions)])
+    corners = sorted(map(tuple, np.round(box_corners(output), 6)))
+    np.testing.assert_allclose(corners, sorted(map(tuple, np.round(box_corners(reference), 6))))
+
+
 @pytest.fixture
 def sample(headless):
     node = load_volume_node(headless, SAMPLE_SMALL_CT, "sample")
@@ -53,7 +74,7 @@ def test_outputs_have_the_input_geometry_and_expected_content(sample):
         assert heatmap.IsA("vtkMRMLScalarVolumeNode") and not heatmap.IsA(
             "vtkMRMLLabelMapVolumeNode"
         )
-        assert_same_geometry(heatmap, node)
+        assert_map_grid(heatmap, node)
         values = slicer.util.arrayFromVolume(heatmap)
         assert values.dtype == np.float32 and values.min() >= 0 and values.max() <= 1
         display = heatmap.GetDisplayNode()
@@ -90,6 +111,14 @@ def test_a_reoriented_copy_gets_the_same_segmentation_in_physical_space(sample):
     other = logic.segmentAndExplain(copy, explainClasses=["liver"])
     labelmap = app.scene.GetNodeByID(other.labelmapNodeID)
     assert_same_geometry(labelmap, copy)
+    heatmaps = [app.scene.GetNodeByID(r.heatmapNodeIDs["liver"]) for r in (original, other)]
+    assert_map_grid(heatmaps[1], copy)
+    first_map, second_map = (read_volume_node(h) for h in heatmaps)
+    np.testing.assert_allclose(  # the same map, in the same physical place
+        canonical_orientation(first_map[1]).apply(first_map[0]),
+        canonical_orientation(second_map[1]).apply(second_map[0]),
+        atol=1e-5,
+    )
     first = slicer.util.arrayFromVolume(app.scene.GetNodeByID(original.labelmapNodeID))
     second = slicer.util.arrayFromVolume(labelmap)
     np.testing.assert_array_equal(
@@ -212,8 +241,9 @@ def test_ircadb_outputs_have_exactly_its_geometry_and_the_input_is_untouched(hea
     matrix_before = ijk_to_ras_array(node)
     logic = LiverXAILogic(headless.scene, headless.appLogic)
     result = logic.segmentAndExplain(node, explainClasses=["liver"])
-    for node_id in [result.labelmapNodeID, *result.heatmapNodeIDs.values()]:
-        assert_same_geometry(headless.scene.GetNodeByID(node_id), node)
+    assert_same_geometry(headless.scene.GetNodeByID(result.labelmapNodeID), node)
+    for node_id in [*result.heatmapNodeIDs.values(), result.uncertaintyNodeID]:
+        assert_map_grid(headless.scene.GetNodeByID(node_id), node)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
     np.testing.assert_array_equal(ijk_to_ras_array(node), matrix_before)
     assert node.GetName() == "ircadb17"
@@ -241,10 +271,10 @@ def test_methods_uncertainty_quality_and_review_list(sample, tmp_path):
     assert result.heatmapNodeIDs == result.explanationNodeIDs["gradcam"]
     plus = app.scene.GetNodeByID(result.explanationNodeIDs["gradcam++"]["liver"])
     assert plus.GetName() == "sample Grad-CAM++ liver" and "Grad-CAM++" in plus.GetDescription()
-    assert_same_geometry(plus, node)
+    assert_map_grid(plus, node)
 
     uncertainty = app.scene.GetNodeByID(result.uncertaintyNodeID)
-    assert_same_geometry(uncertainty, node)
+    assert_map_grid(uncertainty, node)
     values = slicer.util.arrayFromVolume(uncertainty)
     assert values.dtype == np.float32 and 0 <= values.min() and values.max() <= 1
     assert values.max() > 0.1  # somewhere (the liver's border) the network is unsure

@@ -47,6 +47,7 @@ from .data import CanonicalCase, Case, load_canonical_case
 from .errors import Cancelled
 from .explain import normalize_volume
 from .inference import SliceInferenceEngine, choose_device
+from .map_grid import upsample_slice
 from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
 from .networks import count_parameters
 from .postprocessing import clean_labels
@@ -258,9 +259,13 @@ def _gradcam_slices(
     engine = SliceInferenceEngine(model, spec, device)
     outputs = engine.run(blocks, explain_classes=(LIVER, TUMOR), methods=("gradcam",))
     centres = [j * k + k // 2 for j in range(len(slices))]
+    slice_shape = volume.shape[1:]
     return {
         CLASS_NAMES[c]: normalize_volume(
-            np.ascontiguousarray(outputs.heatmaps["gradcam", c][centres]), "volume-max"
+            np.stack(
+                [upsample_slice(outputs.heatmaps["gradcam", c][i], slice_shape) for i in centres]
+            ),
+            "volume-max",
         )
         for c in (LIVER, TUMOR)
     }

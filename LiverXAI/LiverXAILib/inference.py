@@ -25,7 +25,7 @@ from torch import nn
 
 from .cam import CAM_VARIANTS, LayerCAM
 from .errors import Cancelled
-from .explain import check_methods, named_layer, resize_maps
+from .explain import check_methods, named_layer
 from .preprocessing import SliceInputSpec
 from .uncertainty import (
     UncertaintySpec,
@@ -66,9 +66,12 @@ def describe_device(requested: str = "auto") -> str:
 
 @dataclass
 class SliceOutputs:
-    """Per-voxel outputs in canonical orientation at full slice size."""
+    """Per-voxel outputs in canonical orientation: labels at full slice size, explanation
+    maps and uncertainty at the network's input size (``map_size``), which is all the detail
+    they have; :func:`orientation.coarse_ijk_to_ras` gives their geometry."""
 
     labels: np.ndarray  # uint8 (slices, rows, columns)
+    map_size: tuple[int, int] = (0, 0)
     heatmaps: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # unnormalised
     uncertainty: np.ndarray | None = None  # float32 normalised entropy in [0, 1]
     batch_size: int = 0
@@ -128,12 +131,16 @@ class SliceInferenceEngine:
         with_ig = "integrated-gradients" in methods
         start = time.perf_counter()
         depth, rows, columns = canonical_volume.shape
-        outputs = SliceOutputs(labels=np.zeros((depth, rows, columns), dtype=np.uint8))
+        map_shape = (depth, *self.spec.input_size)
+        outputs = SliceOutputs(
+            labels=np.zeros((depth, rows, columns), dtype=np.uint8),
+            map_size=tuple(self.spec.input_size),
+        )
         for method in methods:
             for class_id in explain_classes:
-                outputs.heatmaps[method, class_id] = np.zeros((depth, rows, columns), np.float32)
+                outputs.heatmaps[method, class_id] = np.zeros(map_shape, np.float32)
         if uncertainty is not None:
-            outputs.uncertainty = np.zeros((depth, rows, columns), dtype=np.float32)
+            outputs.uncertainty = np.zeros(map_shape, dtype=np.float32)
         share = 0.5 if with_ig else 1.0
         cam = LayerCAM(self.model, self.cam_layer, cam_methods) if cam_methods else None
         self._for_each_batch(
@@ -224,12 +231,9 @@ class SliceInferenceEngine:
             outputs.labels[block] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
             for method, per_target in maps.items():
                 for class_id, cam_map in zip(explain_classes, per_target, strict=True):
-                    outputs.heatmaps[method, class_id][block] = (
-                        resize_maps(cam_map, slice_size).cpu().numpy()
-                    )
+                    outputs.heatmaps[method, class_id][block] = cam_map.float().cpu().numpy()
             if uncertainty is not None:
-                entropy = normalized_entropy(averaged)
-                outputs.uncertainty[block] = resize_maps(entropy, slice_size).cpu().numpy()
+                outputs.uncertainty[block] = normalized_entropy(averaged).cpu().numpy()
 
     def _run_integrated_gradients(
         self,
@@ -262,7 +266,6 @@ class SliceInferenceEngine:
             f"Integrated Gradients: {sum(len(v) for v in per_class.values())} slice maps, "
             f"about {estimate:.0f} s",
         )
-        slice_size = tuple(canonical_volume.shape[1:])
 
         def work(batch: list[int]) -> None:
             inputs = self.spec.batch(canonical_volume, batch).to(self.device)
@@ -271,7 +274,7 @@ class SliceInferenceEngine:
             with self._autocast():
                 maps = explainer.explain(inputs, targets)
             for class_id, ig_map in zip(explain_classes, maps, strict=True):
-                values = resize_maps(ig_map.float(), slice_size).cpu().numpy()
+                values = ig_map.float().cpu().numpy()
                 outputs.heatmaps["integrated-gradients", class_id][batch] = values
 
         self._for_each_batch(

@@ -17,6 +17,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from .constants import TUMOR
+from .map_grid import map_values_at
 
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -48,7 +49,9 @@ def longest_in_plane_distance(points_mm: np.ndarray) -> float:
 def measure_lesions(
     labels: np.ndarray, spacing_mm: Sequence[float], uncertainty: np.ndarray | None = None
 ) -> list[Lesion]:
-    """Every tumour lesion of a (slices, rows, columns) label volume, largest first."""
+    """Every tumour lesion of a (slices, rows, columns) label volume, largest first.
+
+    ``uncertainty`` may be on the coarser map grid (:mod:`map_grid`) of the same box."""
     tumor = labels == TUMOR
     if not tumor.any():
         return []
@@ -65,7 +68,10 @@ def measure_lesions(
                 diameter = max(diameter, longest_in_plane_distance(np.argwhere(plane) * in_plane))
         confidence = None
         if uncertainty is not None:
-            region = uncertainty[box][found][mask]
+            points = np.nonzero(mask)
+            offsets = [b.start + f.start for b, f in zip(box, found, strict=True)]
+            points = tuple(p + o for p, o in zip(points, offsets, strict=True))
+            region = map_values_at(uncertainty, labels.shape[1:], points)
             confidence = float(1.0 - region.mean(dtype=np.float64))
         first_slice = box[0].start + found[0].start
         slices = [first_slice + i for i in np.flatnonzero(mask.any(axis=(1, 2))).tolist()]

@@ -18,11 +18,9 @@ import numpy as np
 
 from . import scene as mrml
 from .catalog import read_catalog, resolve_model
-from .constants import CLASS_NAMES, DEFAULT_MODEL, EXPLAINABLE_CLASSES, LIVER
+from .constants import CLASS_NAMES, DEFAULT_MODEL, EXPLAINABLE_CLASSES
 from .errors import Cancelled, InputError, NotHounsfieldError
-from .lesions import measure_lesions
-from .orientation import CanonicalOrientation, canonical_orientation, canonical_spacing
-from .postprocessing import clean_labels, label_statistics
+from .orientation import CanonicalOrientation, canonical_orientation
 from .results import SegmentAndExplainResult
 
 # torch-dependent parts (checkpoints, inference, explain, networks) are imported inside the
@@ -142,11 +140,11 @@ class LiverXAILogic:
         input, ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is
         set; in every failure the scene is left as it was.
         """
-        from .explain import METHODS, check_methods, normalize_volume
+        from .explain import METHODS, check_methods
         from .inference import SliceInferenceEngine, choose_device, describe_device
+        from .pipeline import run_pipeline
         from .uncertainty import UncertaintySpec
 
-        timings: dict[str, float] = {}
         started = time.perf_counter()
         report = progressCallback or (lambda _fraction, _message: None)
         check_input_volume(inputVolumeNode, allowNonHU)
@@ -159,16 +157,10 @@ class LiverXAILogic:
 
         report(0.0, "Loading model")
         network, metadata = self.loadModel(model)
-        torch_device = choose_device(device)
-        array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
-        orientation = canonical_orientation(ijk_to_ras)
-        spacing = canonical_spacing(ijk_to_ras, orientation)
-        timings["preprocess"] = time.perf_counter() - started
-
         engine = SliceInferenceEngine(
             network,
             metadata.input_spec(),
-            torch_device,
+            choose_device(device),
             batchSize,
             cam_layer=camLayer,
             ig_options={
@@ -176,33 +168,19 @@ class LiverXAILogic:
                 "baseline": integratedGradientsBaseline,
             },
         )
-        outputs = engine.run(
-            orientation.apply(array),
+        array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
+        timings = {"preprocess": time.perf_counter() - started}
+        result = run_pipeline(
+            array,
+            ijk_to_ras,
+            engine,
             class_ids,
-            progress=lambda fraction, message: report(0.05 + 0.8 * fraction, message),
+            methods,
+            uncertainty_spec,
+            progress=lambda fraction, message: report(0.02 + 0.86 * fraction, message),
             cancel=cancelEvent,
-            methods=methods,
-            uncertainty=uncertainty_spec,
         )
-        timings["inference"] = outputs.seconds
-        timings.update({f"inference: {k}": v for k, v in outputs.phase_seconds.items()})
-
-        mark = time.perf_counter()
-        report(0.86, "Cleaning up in 3D and measuring the explanations")
-        labels = clean_labels(outputs.labels, spacing)
-        statistics = label_statistics(labels, spacing)
-        heatmaps = {
-            method: {
-                c: normalize_volume(outputs.heatmaps[method, c], METHODS[method].normalization)
-                for c in class_ids
-            }
-            for method in methods
-        }
-        explanation = self._assessExplanations(
-            heatmaps, labels, spacing, outputs.uncertainty, orientation, engine.cam_layer_name
-        )
-        lesions = measure_lesions(labels, spacing, outputs.uncertainty)
-        timings["postprocess"] = time.perf_counter() - mark
+        timings.update(result.timings)
         if cancelEvent is not None and cancelEvent.is_set():
             raise Cancelled("Segment & Explain was cancelled.")
 
@@ -210,10 +188,10 @@ class LiverXAILogic:
         report(0.9, "Adding results to the scene")
         nodes = self._addOutputNodes(
             inputVolumeNode,
-            orientation,
-            labels,
-            heatmaps,
-            outputs.uncertainty,
+            result.orientation,
+            result.labels,
+            result.heatmaps,
+            result.uncertainty,
             uncertainty_spec.describe() if uncertainty_spec else "",
             model,
             showResults,
@@ -221,8 +199,8 @@ class LiverXAILogic:
         timings["scene"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         report(1.0, "Done")
-        depth = labels.shape[0]
         primary = methods[0] if methods else None
+        statistics = result.statistics
         return SegmentAndExplainResult(
             labelmapNodeID=nodes["labelmap"].GetID(),
             heatmapNodeIDs=dict(nodes["heatmaps"].get(primary, {})),
@@ -231,8 +209,8 @@ class LiverXAILogic:
             tumorVolumeMl=statistics.tumor_ml,
             tumorCount=statistics.tumor_count,
             tumorVolumesMl=list(statistics.tumor_volumes_ml),
-            reviewSlices=list(dict.fromkeys(item["slice"] for item in explanation["reviewItems"])),
-            heatmapMassInsideLiver=_inside_fraction(explanation, primary, "liver"),
+            reviewSlices=list(dict.fromkeys(item["slice"] for item in result.review)),
+            heatmapMassInsideLiver=_inside_fraction(result.quality, primary, "liver"),
             heatmapNormalization=METHODS[primary].normalization if primary else "",
             modelName=Path(str(model)).name,
             modelInfo={
@@ -249,64 +227,17 @@ class LiverXAILogic:
             explanationNodeIDs=nodes["heatmaps"],
             uncertaintyNodeID=nodes["uncertainty"].GetID() if "uncertainty" in nodes else "",
             uncertaintyMethod=uncertainty_spec.describe() if uncertainty_spec else "none",
-            reviewItems=explanation["reviewItems"],
-            explanationQuality=explanation["quality"],
+            reviewItems=result.review,
+            explanationQuality=result.quality,
             lesions=[
                 {
                     **lesion.to_dict(),
-                    "slices": sorted(
-                        self._inputSliceIndex(orientation, depth, s) for s in lesion.slices
-                    ),
+                    "slices": sorted(result.input_slice(s) for s in lesion.slices),
                 }
-                for lesion in lesions
+                for lesion in result.lesions
             ],
-            integratedGradientsEstimateSeconds=outputs.integrated_gradients_estimate,
+            integratedGradientsEstimateSeconds=result.integrated_gradients_estimate,
         )
-
-    def _assessExplanations(
-        self,
-        heatmaps: dict[str, dict[int, np.ndarray]],
-        labels: np.ndarray,
-        spacing: Sequence[float],
-        uncertainty: np.ndarray | None,
-        orientation: CanonicalOrientation,
-        cam_layer: str | None,
-    ) -> dict[str, Any]:
-        """Quality figures and the review list, slices numbered as the input's K index."""
-        from .explain import METHODS
-        from .explanation_quality import assess_explanations
-
-        labels_by_method = {m: METHODS[m].label for m in heatmaps}
-        assessment = assess_explanations(
-            heatmaps, labels, spacing, uncertainty, method_labels=labels_by_method
-        )
-        quality = assessment.to_dict()
-        depth = labels.shape[0]
-        review = []
-        for item in quality.pop("review"):
-            canonical = item.pop("slice")
-            review.append(
-                {
-                    "slice": self._inputSliceIndex(orientation, depth, canonical),
-                    "canonicalSlice": canonical,
-                    **item,
-                }
-            )
-        per_slice = quality.get("perSlice", {})
-        if orientation.flips[0]:  # per-slice lists in input K order
-            for per_class in per_slice.values():
-                for figures in per_class.values():
-                    for key, values in figures.items():
-                        figures[key] = list(reversed(values))
-        quality["methods"] = {m: METHODS[m].to_dict(cam_layer) for m in heatmaps}
-        if uncertainty is not None:
-            organ = labels >= LIVER
-            quality["uncertainty"] = {
-                "meanInLiver": float(uncertainty[organ].mean(dtype=np.float64))
-                if organ.any()
-                else None,
-            }
-        return {"quality": quality, "reviewItems": review}
 
     def writeReport(
         self, result: SegmentAndExplainResult, inputVolumeNode: Any, outputDir: Any
@@ -335,12 +266,6 @@ class LiverXAILogic:
         r, a, s = self.sliceCentreRAS(inputVolumeNode, canonicalSlice)
         vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, vtkMRMLSliceNode.OffsetJumpSlice)
         return r, a, s
-
-    @staticmethod
-    def _inputSliceIndex(orientation: CanonicalOrientation, depth: int, index: int) -> int:
-        """Canonical axial index → index along the input axis that runs inferior-superior
-        (the K index of an axially stored scan, as Slicer numbers its slices)."""
-        return depth - 1 - index if orientation.flips[0] else index
 
     def _addOutputNodes(
         self,
@@ -376,7 +301,7 @@ class LiverXAILogic:
                 normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
                 for class_id, heatmap in per_class.items():
                     name = CLASS_NAMES[class_id]
-                    node = mrml.add_output_volume(
+                    node = mrml.add_map_volume(
                         scene,
                         inputVolumeNode,
                         orientation.invert(heatmap),
@@ -390,7 +315,7 @@ class LiverXAILogic:
                         f"{info.label} for {name}, model {model}: {normalization}",
                     )
             if uncertainty is not None:
-                node = mrml.add_output_volume(
+                node = mrml.add_map_volume(
                     scene, inputVolumeNode, orientation.invert(uncertainty), f"{base} uncertainty"
                 )
                 created["uncertainty"] = node
@@ -435,9 +360,9 @@ def _uncertainty_spec(name: str, spec_class: Any) -> Any:
     raise ValueError(f"unknown uncertainty {name!r}: use tta, mc-dropout or none")
 
 
-def _inside_fraction(explanation: dict[str, Any], method: str | None, class_name: str) -> float:
+def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:
     if method is None:
         return float("nan")
-    value = explanation["quality"]["perClass"].get(method, {}).get(class_name, {})
+    value = quality["perClass"].get(method, {}).get(class_name, {})
     inside = value.get("insideFraction")
     return float("nan") if inside is None else float(inside)

@@ -99,3 +99,20 @@ def canonical_spacing(
     """Spacing in mm along the canonical (slice, row, column) axes."""
     spacing = voxel_spacing(ijk_to_ras)
     return tuple(spacing[a] for a in orientation.axes)  # type: ignore[return-value]
+
+
+def coarse_ijk_to_ras(
+    ijk_to_ras: np.ndarray, array_shape: tuple[int, ...], coarse_shape: tuple[int, ...]
+) -> np.ndarray:
+    """IJK-to-RAS of a grid covering the same box as ``array_shape`` with ``coarse_shape``
+    voxels (both in (K, J, I) order), voxel centres placed as a pixel-centred resize puts them
+    (``align_corners=False``): coarse index ``y`` sits at fine index ``(y + 0.5) n / m - 0.5``.
+    Flips do not change this, so it holds for maps computed in the canonical orientation and
+    brought back with :meth:`CanonicalOrientation.invert`."""
+    scale = np.eye(4)
+    for array_axis in range(3):
+        n, m = float(array_shape[array_axis]), float(coarse_shape[array_axis])
+        ijk_axis = 2 - array_axis
+        scale[ijk_axis, ijk_axis] = n / m
+        scale[ijk_axis, 3] = 0.5 * n / m - 0.5
+    return np.asarray(ijk_to_ras, dtype=float) @ scale

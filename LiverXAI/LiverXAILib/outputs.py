@@ -78,6 +78,9 @@ def _canonical_outputs(
     def canonical(node_id: str) -> np.ndarray:
         return orientation.apply(mrml.read_volume_node(scene.GetNodeByID(node_id))[0])
 
+    def matrix(node_id: str) -> np.ndarray:
+        return mrml.ijk_to_ras_array(scene.GetNodeByID(node_id))
+
     return {
         "orientation": orientation,
         "ijk_to_ras": ijk_to_ras,
@@ -89,6 +92,12 @@ def _canonical_outputs(
             for method, per_class in result.explanationNodeIDs.items()
         },
         "uncertainty": canonical(result.uncertaintyNodeID) if result.uncertaintyNodeID else None,
+        "map_ijk_to_ras": matrix(
+            result.uncertaintyNodeID
+            or next((i for ids in result.explanationNodeIDs.values() for i in ids.values()), "")
+        )
+        if result.uncertaintyNodeID or result.explanationNodeIDs
+        else None,
     }
 
 
@@ -154,13 +163,14 @@ def write_outputs(
     views = _canonical_outputs(scene, input_node, result)
     orientation, ijk_to_ras = views["orientation"], views["ijk_to_ras"]
     write_volume(out_dir / f"{stem}_label.nii.gz", orientation.invert(views["labels"]), ijk_to_ras)
+    map_matrix = views["map_ijk_to_ras"]  # maps are on the network-size grid (map_grid.py)
     for method, per_class in views["heatmaps"].items():
         for name, heatmap in per_class.items():
             path = out_dir / f"{stem}_{FILE_SLUGS[method]}_{name}.nii.gz"
-            write_volume(path, orientation.invert(heatmap), ijk_to_ras)
+            write_volume(path, orientation.invert(heatmap), map_matrix)
     if views["uncertainty"] is not None:
         uncertainty = orientation.invert(views["uncertainty"])
-        write_volume(out_dir / f"{stem}_uncertainty.nii.gz", uncertainty, ijk_to_ras)
+        write_volume(out_dir / f"{stem}_uncertainty.nii.gz", uncertainty, map_matrix)
     write_segmentation(
         scene, scene.GetNodeByID(result.segmentationNodeID), out_dir / f"{stem}.seg.nrrd"
     )

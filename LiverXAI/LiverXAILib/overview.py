@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from .atomic import atomic_path
 from .constants import CLASS_COLORS, CLASS_NAMES, LIVER, TUMOR
+from .map_grid import upsample_slice
 
 DISPLAY_WINDOW = (-160.0, 240.0)
 TILE = 256
@@ -83,10 +84,9 @@ def render_overview(
             outlined[edge] = (255 * np.array(CLASS_COLORS[CLASS_NAMES[class_id]])).astype(np.uint8)
         tiles = [outlined]
         for heatmap in heatmaps.values():
-            heat = heatmap[index][..., None]
-            tiles.append(
-                (base * (1 - 0.6 * heat) + _heat(heatmap[index]) * 0.6 * heat).astype(np.uint8)
-            )
+            values = upsample_slice(heatmap[index], labels.shape[1:])  # maps: network size
+            heat = values[..., None]
+            tiles.append((base * (1 - 0.6 * heat) + _heat(values) * 0.6 * heat).astype(np.uint8))
         for column, image in enumerate(tiles):
             canvas.paste(_tile(image, aspect), (column * TILE, header + row * TILE))
         draw.text((4, header + row * TILE + 4), f"slice {index}", fill="white")

@@ -60,6 +60,18 @@ def add_output_volume(
     return add_volume_from_array(scene, array, ijk_to_ras_array(reference), name, labelmap)
 
 
+def add_map_volume(scene: Any, reference: Any, array: np.ndarray, name: str) -> Any:
+    """New volume node for a map on a coarser grid covering the reference node's box (see
+    :mod:`map_grid`); shown with linear interpolation, as Slicer resamples it for display."""
+    from .orientation import coarse_ijk_to_ras
+
+    columns, rows, slices = reference.GetImageData().GetDimensions()
+    matrix = coarse_ijk_to_ras(ijk_to_ras_array(reference), (slices, rows, columns), array.shape)
+    node = add_volume_from_array(scene, array, matrix, name)
+    node.GetDisplayNode().SetInterpolate(1)
+    return node
+
+
 def label_color_table(scene: Any) -> Any:
     """The colour table naming background/liver/tumor (created once per scene)."""
     existing = scene.GetFirstNodeByName(LABEL_COLOR_TABLE_NAME)
