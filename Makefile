@@ -4,27 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test bench lint format clean
+SOURCES := LiverXAI LiverXAITraining Testing bench
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints-dev.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints-dev.txt -e ".[test,bench]"
+	$(BIN)/pip install --quiet --no-deps -c constraints-dev.txt grad-cam
 	touch $(STAMP)
 
 demo: $(STAMP)  ## Segment & Explain the bundled sample CT with the bundled weights
 	$(BIN)/python -m LiverXAILib demo --out demo-output
 
 test: $(STAMP)  ## lint, then the whole test suite (MRML tests on slicer-core, real CT)
-	$(BIN)/ruff check LiverXAI LiverXAITraining Testing
+	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)  ## speed and memory against pure model compute and a naive baseline
+	$(BIN)/python bench/run_bench.py --out bench-results.json
+
 lint: $(STAMP)
-	$(BIN)/ruff check LiverXAI LiverXAITraining Testing
-	$(BIN)/ruff format --check LiverXAI LiverXAITraining Testing
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 format: $(STAMP)
-	$(BIN)/ruff format LiverXAI LiverXAITraining Testing
+	$(BIN)/ruff format $(SOURCES)
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache bench-results.json

@@ -1,0 +1,309 @@
+"""``make bench``: how fast Segment & Explain is, against the model alone and a naive baseline.
+
+Every row runs in this process on the same CT, ``--repeats`` times after a warm-up, and
+reports the median and spread (min-max) of the wall time, slices per second and the peak
+resident memory seen while the row ran. Rows:
+
+1. pure model compute: the network's forward pass alone over the already preprocessed
+   slices, at the best of several batch sizes;
+2. our segment, and our segment + explain (Grad-CAM for liver and tumour), and the product's
+   default (Grad-CAM + test-time-augmentation uncertainty): array in, arrays out
+   (``pipeline.run_pipeline``: reorientation, windowing, resize, batched inference, inverse
+   mapping, 3D clean-up, explanation measures);
+3. the naive baseline (``naive_baseline.py``): one slice per forward pass, ``grad-cam``'s
+   Grad-CAM one class per call;
+4. the Logic on a slicer-core MRML scene (nodes, segmentation import, closed surfaces).
+
+Then a 600-slice volume tiled from the same CT runs in a fresh process for its peak memory.
+Writes ``bench-results.json`` with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "LiverXAI"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from LiverXAILib.catalog import resolve_model  # noqa: E402
+from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
+from LiverXAILib.networks import gradcam_layer  # noqa: E402
+from LiverXAILib.orientation import canonical_orientation  # noqa: E402
+from LiverXAILib.pipeline import run_pipeline  # noqa: E402
+from LiverXAILib.uncertainty import UncertaintySpec  # noqa: E402
+from LiverXAILib.volume_io import read_volume  # noqa: E402
+
+DEFAULT_CT = ROOT.parent / "shared" / "data" / "ircadb17" / "ct.nii.gz"
+BUNDLED_CT = ROOT / "LiverXAI" / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_MB
+
+
+class PeakMemory:
+    """Highest resident memory of this process while the block runs (polled every 5 ms)."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def measure(name: str, run: Callable[[], object], slices: int, repeats: int) -> dict:
+    """Warm-up once, then ``repeats`` timed runs; median, spread and peak memory."""
+    run()
+    seconds, peaks = [], []
+    for _ in range(repeats):
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        peaks.append(memory.peak)
+    median = statistics.median(seconds)
+    row = {
+        "name": name,
+        "median_s": median,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "slices_per_second": slices / median,
+        "peak_rss_mb": max(peaks),
+        "runs": len(seconds),
+    }
+    print(
+        f"  {name:<44} {median:8.2f} s  [{min(seconds):.2f}-{max(seconds):.2f}]"
+        f"  {row['slices_per_second']:7.1f} slices/s  {row['peak_rss_mb']:7.0f} MB",
+        flush=True,
+    )
+    return row
+
+
+def tiled(array: np.ndarray, depth: int) -> np.ndarray:
+    """A (depth, rows, columns) volume from the CT's slices, mirrored back and forth."""
+    order = np.concatenate([np.arange(array.shape[0]), np.arange(array.shape[0])[::-1]])
+    indices = np.resize(order, depth)
+    return np.ascontiguousarray(array[indices])
+
+
+def pure_compute(model, inputs: torch.Tensor, device: torch.device, amp: bool) -> Callable:
+    """The forward pass alone over preprocessed slices (on the device already)."""
+
+    def run(batch_size: int) -> None:
+        with torch.inference_mode():
+            autocast = torch.autocast("cuda", torch.float16) if amp else contextlib.nullcontext()
+            with autocast:
+                for first in range(0, inputs.shape[0], batch_size):
+                    model(inputs[first : first + batch_size])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+    return run
+
+
+def best_batch_size(run: Callable[[int], None], sizes: list[int]) -> tuple[int, dict[int, float]]:
+    timings = {}
+    for size in sizes:
+        run(size)
+        start = time.perf_counter()
+        run(size)
+        timings[size] = time.perf_counter() - start
+    return min(timings, key=timings.get), timings
+
+
+def scene_run(array: np.ndarray, matrix: np.ndarray, model: str, device: str, batch: int):
+    from LiverXAILib.headless import create_headless_application
+    from LiverXAILib.logic import LiverXAILogic
+    from LiverXAILib.scene import add_volume_from_array, node_ids, remove_nodes_except
+
+    app = create_headless_application()
+    node = add_volume_from_array(app.scene, array, matrix, "bench")
+    logic = LiverXAILogic(app.scene, app.appLogic)
+    keep = node_ids(app.scene)
+
+    def run() -> None:
+        logic.segmentAndExplain(node, model=model, device=device, batchSize=batch)
+        remove_nodes_except(app.scene, keep)
+
+    return run
+
+
+def child_600(args: argparse.Namespace) -> None:
+    """Fresh process: the product default (Grad-CAM + uncertainty) on a 600-slice volume."""
+    array, matrix = read_volume(args.ct)
+    array = tiled(array, args.slices)
+    model, metadata = load_checkpoint(resolve_model(args.model))
+    engine = SliceInferenceEngine(
+        model, metadata.input_spec(), choose_device(args.device), args.batch
+    )
+    start = time.perf_counter()
+    run_pipeline(array, matrix, engine, (1, 2), ("gradcam",), UncertaintySpec())
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "ct_mb": array.nbytes / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--ct", type=Path, default=DEFAULT_CT if DEFAULT_CT.exists() else BUNDLED_CT
+    )
+    parser.add_argument("--model", default="unet-demo")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=0, help="engine batch size (0: tuned)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-repeats", type=int, default=1)
+    parser.add_argument("--slices", type=int, default=600, help="slices of the scaling volume")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
+    parser.add_argument("--child-600", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_600:
+        child_600(args)
+        return
+
+    device = choose_device(args.device)
+    array, matrix = read_volume(args.ct)
+    depth = array.shape[0]
+    model, metadata = load_checkpoint(resolve_model(args.model))
+    model = model.to(device).eval()
+    spec = metadata.input_spec()
+    amp = device.type == "cuda"
+    print(
+        f"LiverXAI benchmark: {args.ct.name} {tuple(array.shape)}, model {args.model}, "
+        f"{describe_device(args.device)}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, AMP {'on' if amp else 'off'}",
+        flush=True,
+    )
+    canonical = canonical_orientation(matrix).apply(array)
+    inputs = spec.batch(canonical, list(range(depth))).to(device)
+    pure = pure_compute(model, inputs, device, amp)
+    sizes = [8, 16, 32, 64] if device.type == "cpu" else [16, 32, 64, 128, 256]
+    batch, by_size = best_batch_size(pure, sizes)
+    batch = args.batch or batch
+    print(f"  pure compute by batch size: { ({k: round(v, 2) for k, v in by_size.items()}) }")
+    engine = SliceInferenceEngine(model, spec, device, batch)
+
+    rows = [
+        measure(f"pure model compute (batch {batch})", lambda: pure(batch), depth, args.repeats)
+    ]
+    segment = measure(
+        "ours: segment",
+        lambda: run_pipeline(array, matrix, engine),
+        depth,
+        args.repeats,
+    )
+    explain = measure(
+        "ours: segment + explain (Grad-CAM liver, tumour)",
+        lambda: run_pipeline(array, matrix, engine, (1, 2), ("gradcam",)),
+        depth,
+        args.repeats,
+    )
+    default = measure(
+        "ours: + uncertainty (the product default)",
+        lambda: run_pipeline(array, matrix, engine, (1, 2), ("gradcam",), UncertaintySpec()),
+        depth,
+        args.repeats,
+    )
+    from naive_baseline import naive_segment_and_explain
+
+    naive = measure(
+        "naive: slice loop + pytorch-grad-cam",
+        lambda: naive_segment_and_explain(array, matrix, model, spec, gradcam_layer(model)),
+        depth,
+        args.naive_repeats,
+    )
+    scene = measure(
+        "ours through the Logic on a slicer-core scene",
+        scene_run(array, matrix, args.model, args.device, batch),
+        depth,
+        args.repeats,
+    )
+    rows += [segment, explain, default, naive, scene]
+
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child-600",
+            "--ct",
+            str(args.ct),
+            "--model",
+            args.model,
+            "--device",
+            args.device,
+            "--batch",
+            str(batch),
+            "--slices",
+            str(args.slices),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scaling = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"  {args.slices} slices (tiled), product default, fresh process: "
+        f"{scaling['seconds']:.1f} s, peak RSS {scaling['peak_rss_mb']:.0f} MB "
+        f"(the CT alone {scaling['ct_mb']:.0f} MB)"
+    )
+    results = {
+        "device": describe_device(args.device),
+        "ct": args.ct.name,
+        "shape": list(array.shape),
+        "model": args.model,
+        "batch_size": batch,
+        "amp": amp,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "slices_per_second": {row["name"]: row["slices_per_second"] for row in rows},
+        "naive_over_ours": naive["median_s"] / explain["median_s"],
+        "ours_over_pure": segment["median_s"] / rows[0]["median_s"],
+        "explain_over_segment": explain["median_s"] / segment["median_s"],
+        "default_over_segment": default["median_s"] / segment["median_s"],
+        "scene_over_default": scene["median_s"] / default["median_s"],
+        "peak_rss_mb_600_slices": scaling["peak_rss_mb"],
+        "seconds_600_slices": scaling["seconds"],
+    }
+    targets = [
+        ("naive / ours (segment + explain)", results["naive_over_ours"], "x", ">= 10"),
+        ("ours segment / pure compute", results["ours_over_pure"], "x", "<= 1.3"),
+        ("segment + explain / segment", results["explain_over_segment"], "x", "<= 2"),
+        ("+ uncertainty (default) / segment", results["default_over_segment"], "x", "<= 2"),
+        (f"peak RSS, {args.slices} slices (MB)", results["peak_rss_mb_600_slices"], "", "< 3072"),
+    ]
+    print()
+    for label, value, unit, target in targets:
+        print(f"  {label:<40} {value:8.2f}{unit:<2} target {target}")
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
