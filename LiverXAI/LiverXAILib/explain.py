@@ -58,24 +58,26 @@ METHODS: dict[str, MethodInfo] = {
         "Grad-CAM",
         "volume-max",
         True,
-        "passed: maps decorrelate as layers are randomised from the top and differ from a "
-        "model trained on permuted labels",
+        "passed on the demo U-Net: maps decorrelate as layers are randomised from the top "
+        "(|rho| to 0.06) and differ from a model trained on permuted labels (|rho| 0.12)",
     ),
     "gradcam++": MethodInfo(
         "gradcam++",
         "Grad-CAM++",
         "volume-max",
         True,
-        "passed: maps decorrelate as layers are randomised from the top and differ from a "
-        "model trained on permuted labels",
+        "passed on the demo U-Net: maps decorrelate as layers are randomised from the top "
+        "(|rho| to 0.06) and differ from a model trained on permuted labels (|rho| 0.12)",
     ),
     "integrated-gradients": MethodInfo(
         "integrated-gradients",
         "Integrated Gradients",
         "volume-p99.5",
         False,
-        "passed: maps decorrelate as layers are randomised from the top and differ from a "
-        "model trained on permuted labels",
+        "FAILS model randomisation: with every layer of the demo U-Net re-initialised its maps "
+        "still rank-correlate |rho| = 0.3 on average (0.52 for one of three draws) with the "
+        "trained model's; they follow the image's structure as much as the model, as Adebayo "
+        "et al. found for gradient-times-input methods. Read them with Grad-CAM beside them.",
     ),
 }
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam",)
