@@ -116,26 +116,35 @@ def tiled(array: np.ndarray, depth: int) -> np.ndarray:
 def pure_compute(model, inputs: torch.Tensor, device: torch.device, amp: bool) -> Callable:
     """The forward pass alone over preprocessed slices (on the device already)."""
 
-    def run(batch_size: int) -> None:
+    def run(batch_size: int, channels_last: bool) -> None:
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(memory_format=memory_format)
+        data = inputs.contiguous(memory_format=memory_format)
         with torch.inference_mode():
             autocast = torch.autocast("cuda", torch.float16) if amp else contextlib.nullcontext()
             with autocast:
-                for first in range(0, inputs.shape[0], batch_size):
-                    model(inputs[first : first + batch_size])
+                for first in range(0, data.shape[0], batch_size):
+                    model(data[first : first + batch_size])
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
     return run
 
 
-def best_batch_size(run: Callable[[int], None], sizes: list[int]) -> tuple[int, dict[int, float]]:
+def best_configuration(
+    run: Callable[[int, bool], None], sizes: list[int]
+) -> tuple[tuple[int, bool], dict[str, float]]:
+    """The fastest (batch size, channels-last) for the pure forward pass."""
     timings = {}
     for size in sizes:
-        run(size)
-        start = time.perf_counter()
-        run(size)
-        timings[size] = time.perf_counter() - start
-    return min(timings, key=timings.get), timings
+        for channels_last in (False, True):
+            run(size, channels_last)
+            start = time.perf_counter()
+            run(size, channels_last)
+            timings[size, channels_last] = time.perf_counter() - start
+    best = min(timings, key=timings.get)
+    named = {f"{b}{' NHWC' if c else ''}": round(t, 2) for (b, c), t in timings.items()}
+    return best, named
 
 
 def scene_run(array: np.ndarray, matrix: np.ndarray, model: str, device: str, batch: int):
@@ -205,14 +214,19 @@ def main() -> None:
     inputs = spec.batch(canonical, list(range(depth))).to(device)
     pure = pure_compute(model, inputs, device, amp)
     sizes = [8, 16, 32, 64] if device.type == "cpu" else [16, 32, 64, 128, 256]
-    batch, by_size = best_batch_size(pure, sizes)
+    (batch, channels_last), by_size = best_configuration(pure, sizes)
     batch = args.batch or batch
-    print(f"  pure compute by batch size: { ({k: round(v, 2) for k, v in by_size.items()}) }")
-    engine = SliceInferenceEngine(model, spec, device, batch)
-
+    print(f"  pure compute by batch size (NHWC = channels-last): {by_size}")
+    layout = "channels-last" if channels_last else "contiguous"
     rows = [
-        measure(f"pure model compute (batch {batch})", lambda: pure(batch), depth, args.repeats)
+        measure(
+            f"pure model compute (batch {batch}, {layout})",
+            lambda: pure(batch, channels_last),
+            depth,
+            args.repeats,
+        )
     ]
+    engine = SliceInferenceEngine(model, spec, device, batch, channels_last=channels_last)
     segment = measure(
         "ours: segment",
         lambda: run_pipeline(array, matrix, engine),
@@ -279,6 +293,7 @@ def main() -> None:
         "shape": list(array.shape),
         "model": args.model,
         "batch_size": batch,
+        "channels_last": channels_last,
         "amp": amp,
         "threads": torch.get_num_threads(),
         "rows": rows,

@@ -5,8 +5,9 @@ scalar (see :mod:`segmentation_target`) and keep the positive part of the weight
 Grad-CAM by the spatial mean of the gradient (Selvaraju et al. 2017), Grad-CAM++ by
 ``alpha * relu(gradient)`` summed over space, with ``alpha = g² / (2 g² + sum(A) g³)``
 (Chattopadhay et al. 2018, in the closed form pytorch-grad-cam uses). One forward pass
-serves every target and both variants; each target vector costs one backward pass that
-stops at the target layer. Slices are independent in evaluation mode, so the gradient of the
+serves every target and both variants; autograd records only from the target layer on, and
+each target vector costs one backward pass that stops there (none when no slice of the batch
+predicts its target class). Slices are independent in evaluation mode, so the gradient of the
 batch sum is each slice's own gradient.
 """
 
@@ -49,26 +50,40 @@ class LayerCAM:
         self.variants = tuple(variants)
         self._activation: torch.Tensor | None = None
 
-    def _keep_activation(self, _module, _inputs, output) -> None:
-        self._activation = output
+    def _track_from_here(self, _module, _inputs, output):
+        """Forward hook: autograd starts at the target layer's output (nothing before it
+        needs a gradient), so the layers before it run without recording a graph."""
+        torch.set_grad_enabled(True)
+        if not isinstance(output, torch.Tensor):
+            return None
+        self._activation = output.detach().requires_grad_(True)
+        return self._activation
 
     def explain(
         self, inputs: torch.Tensor, targets: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Detached logits and, per variant, one map (B, H, W) at input size per target vector."""
-        handle = self.layer.register_forward_hook(self._keep_activation)
+        handle = self.layer.register_forward_hook(self._track_from_here)
         try:
+            with torch.no_grad():
+                try:
+                    logits = self.model(inputs)
+                finally:
+                    torch.set_grad_enabled(False)  # restored to the caller's by no_grad
             with torch.enable_grad():
-                logits = self.model(inputs)
                 activation = self._activation
                 if activation is None:
-                    raise RuntimeError("the CAM target layer was not run by the model")
-                if not isinstance(activation, torch.Tensor) or activation.dim() != 4:
+                    raise RuntimeError("the CAM target layer did not run or gave no tensor")
+                if activation.dim() != 4:
                     raise ValueError("the CAM target layer must output a (B, K, H, W) tensor")
                 predicted = logits.detach().argmax(dim=1)
                 maps: dict[str, list[torch.Tensor]] = {v: [] for v in self.variants}
                 for position, target in enumerate(targets):
                     masks = target_masks(predicted, target, logits.shape[1])
+                    if not masks.any():  # no slice predicts its target: every map is zero
+                        for variant in self.variants:
+                            maps[variant].append(inputs.new_zeros(len(inputs), *inputs.shape[-2:]))
+                        continue
                     score = explained_scores(logits, masks).sum()
                     if not score.requires_grad:
                         raise RuntimeError("the model's output does not depend on its weights")

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .cam import CAM_VARIANTS, LayerCAM
 from .errors import Cancelled
 from .explain import check_methods, named_layer
+from .label_upsampling import labels_from_probabilities
 from .preprocessing import SliceInputSpec
 from .uncertainty import (
     UncertaintySpec,
@@ -89,6 +89,8 @@ class SliceInferenceEngine:
 
     ``cam_layer`` names the Grad-CAM/Grad-CAM++ target layer (default: the model's own);
     ``ig_options`` go to :class:`IntegratedGradientsExplainer` (steps, baseline, ...).
+    ``channels_last`` runs the convolutions on NHWC tensors, 1.4x faster on this project's
+    CPU (``make bench``) and the layout tensor cores prefer.
     """
 
     def __init__(
@@ -100,8 +102,11 @@ class SliceInferenceEngine:
         use_amp: bool = True,
         cam_layer: str | None = None,
         ig_options: dict | None = None,
+        channels_last: bool = True,
     ) -> None:
-        self.model = model.to(device).eval()
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device=device, memory_format=memory_format).eval()
         self.spec = spec
         self.device = device
         self.batch_size = max(1, int(batch_size))
@@ -194,6 +199,12 @@ class SliceInferenceEngine:
             done += len(batch)
             report(offset + share * done / len(order), f"{what} {done} of {len(order)}")
 
+    def _inputs(self, canonical_volume: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
+        inputs = self.spec.batch(canonical_volume, list(indices)).to(self.device)
+        if self.channels_last:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
     def _autocast(self):
         if self.use_amp:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
@@ -209,7 +220,7 @@ class SliceInferenceEngine:
         outputs: SliceOutputs,
     ) -> None:
         slice_size = tuple(canonical_volume.shape[1:])
-        inputs = self.spec.batch(canonical_volume, indices).to(self.device)
+        inputs = self._inputs(canonical_volume, indices)
         targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
         with self._autocast():
             if cam is not None:
@@ -224,11 +235,9 @@ class SliceInferenceEngine:
                         self.model, inputs, probabilities, uncertainty
                     )
         with torch.inference_mode():
-            full = F.interpolate(
-                probabilities, size=slice_size, mode="bilinear", align_corners=False
-            )
             block = slice(indices[0], indices[-1] + 1)
-            outputs.labels[block] = full.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            labels = labels_from_probabilities(probabilities, slice_size)
+            outputs.labels[block] = labels.cpu().numpy()
             for method, per_target in maps.items():
                 for class_id, cam_map in zip(explain_classes, per_target, strict=True):
                     outputs.heatmaps[method, class_id][block] = cam_map.float().cpu().numpy()
@@ -268,7 +277,7 @@ class SliceInferenceEngine:
         )
 
         def work(batch: list[int]) -> None:
-            inputs = self.spec.batch(canonical_volume, batch).to(self.device)
+            inputs = self._inputs(canonical_volume, batch)
             targets = [torch.full((len(batch),), c, dtype=torch.long) for c in explain_classes]
             explainer.internal_batch_size = self.batch_size  # as much memory as a batch
             with self._autocast():

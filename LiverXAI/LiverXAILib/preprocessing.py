@@ -19,8 +19,8 @@ def apply_window(values: np.ndarray | torch.Tensor, hu_window: tuple[float, floa
     """Clip to the HU window and scale to [0, 1] (float32)."""
     low, high = float(hu_window[0]), float(hu_window[1])
     if isinstance(values, torch.Tensor):
-        values = values.float()
-        return ((values.clamp(low, high) - low) / (high - low)).float()
+        windowed = values.float() if values.dtype != torch.float32 else values.clone()
+        return windowed.clamp_(low, high).sub_(low).mul_(1.0 / (high - low))
     values = np.asarray(values, dtype=np.float32)
     return (np.clip(values, low, high) - low) / np.float32(high - low)
 
