@@ -55,6 +55,20 @@ def same_geometry(a: sitk.Image, b: sitk.Image) -> None:
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-6)
 
 
+def box_corners(image) -> np.ndarray:
+    """Physical positions of the outer corners of an image's voxel grid."""
+    sizes = image.GetSize()
+    corners = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    return np.array(
+        [
+            image.TransformContinuousIndexToPhysicalPoint(
+                [c * n - 0.5 for c, n in zip(corner, sizes, strict=True)]
+            )
+            for corner in corners
+        ]
+    )
+
+
 def test_segment_writes_every_output_with_the_input_geometry(ircadb_outputs):
     case, out, _ = ircadb_outputs
     stem = "ircadb17"
@@ -65,11 +79,16 @@ def test_segment_writes_every_output_with_the_input_geometry(ircadb_outputs):
         f"{stem}.seg.nrrd",
         f"{stem}_report.json",
         f"{stem}_overview.png",
+        f"{stem}_uncertainty.nii.gz",
+        f"{stem}_report.html",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     reference = sitk.ReadImage(str(case))
-    for name in expected[:3]:
-        same_geometry(sitk.ReadImage(str(out / name)), reference)
+    same_geometry(sitk.ReadImage(str(out / expected[0])), reference)
+    for name in (expected[1], expected[2], expected[6]):  # maps: 128 x 128 grid, same box
+        image = sitk.ReadImage(str(out / name))
+        assert image.GetSize() == (128, 128, reference.GetSize()[2])
+        np.testing.assert_allclose(box_corners(image), box_corners(reference), atol=1e-3)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / expected[0])))
     assert set(np.unique(labels)) <= {0, 1, 2}
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / expected[1])))
@@ -88,6 +107,10 @@ def test_segment_writes_every_output_with_the_input_geometry(ircadb_outputs):
     assert report["modelInfo"]["architecture"] == "unet"
     png = (out / expected[5]).read_bytes()
     assert png.startswith(b"\x89PNG")
+    html = (out / expected[7]).read_text()
+    assert "data:image/png;base64," in html and "Slices to review" in html
+    uncertainty = sitk.GetArrayFromImage(sitk.ReadImage(str(out / expected[6])))
+    assert 0 <= uncertainty.min() and uncertainty.max() <= 1
 
 
 def test_demo_model_on_ircadb_dice_and_heatmap_mass_inside_the_liver(ircadb_outputs):
