@@ -1,6 +1,7 @@
 """``make bench``: how fast Segment & Explain is, against the model alone and a naive baseline.
 
-Every row runs in this process on the same CT, ``--repeats`` times after a warm-up, and
+Every row runs in this process on the same CT, ``--repeats`` times after a warm-up (rows
+taken in turn, round-robin, so a slow phase of a shared machine hits all of them), and
 reports the median and spread (min-max) of the wall time, slices per second and the peak
 resident memory seen while the row ran. Rows:
 
@@ -78,32 +79,42 @@ class PeakMemory:
         self.peak = max(self.peak, rss_mb())
 
 
-def measure(name: str, run: Callable[[], object], slices: int, repeats: int) -> dict:
-    """Warm-up once, then ``repeats`` timed runs; median, spread and peak memory."""
-    run()
-    seconds, peaks = [], []
-    for _ in range(repeats):
-        with PeakMemory() as memory:
-            start = time.perf_counter()
-            run()
-            seconds.append(time.perf_counter() - start)
-        peaks.append(memory.peak)
-    median = statistics.median(seconds)
-    row = {
-        "name": name,
-        "median_s": median,
-        "min_s": min(seconds),
-        "max_s": max(seconds),
-        "slices_per_second": slices / median,
-        "peak_rss_mb": max(peaks),
-        "runs": len(seconds),
-    }
-    print(
-        f"  {name:<44} {median:8.2f} s  [{min(seconds):.2f}-{max(seconds):.2f}]"
-        f"  {row['slices_per_second']:7.1f} slices/s  {row['peak_rss_mb']:7.0f} MB",
-        flush=True,
-    )
-    return row
+def measure_rows(runs: list[tuple[str, Callable[[], object], int]], slices: int) -> list[dict]:
+    """Time ``(name, run, repeats)`` rows round-robin after one warm-up each, so that a slow
+    phase of a shared machine hits every row alike; median, spread and peak memory."""
+    for _, run, _ in runs:
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    peaks: dict[str, float] = {name: 0.0 for name, _, _ in runs}
+    for round_index in range(max(repeats for _, _, repeats in runs)):
+        for name, run, repeats in runs:
+            if round_index >= repeats:
+                continue
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], memory.peak)
+    rows = []
+    for name, _, _ in runs:
+        times = seconds[name]
+        median = statistics.median(times)
+        row = {
+            "name": name,
+            "median_s": median,
+            "min_s": min(times),
+            "max_s": max(times),
+            "slices_per_second": slices / median,
+            "peak_rss_mb": peaks[name],
+            "runs": len(times),
+        }
+        print(
+            f"  {name:<50} {median:7.2f} s  [{min(times):.2f}-{max(times):.2f}]"
+            f"  {row['slices_per_second']:6.1f} slices/s  {row['peak_rss_mb']:6.0f} MB",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
 
 
 def tiled(array: np.ndarray, depth: int) -> np.ndarray:
@@ -188,7 +199,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=0, help="engine batch size (0: tuned)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--naive-repeats", type=int, default=1)
+    parser.add_argument("--naive-repeats", type=int, default=2)
     parser.add_argument("--slices", type=int, default=600, help="slices of the scaling volume")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
     parser.add_argument("--child-600", action="store_true", help=argparse.SUPPRESS)
@@ -218,48 +229,47 @@ def main() -> None:
     batch = args.batch or batch
     print(f"  pure compute by batch size (NHWC = channels-last): {by_size}")
     layout = "channels-last" if channels_last else "contiguous"
-    rows = [
-        measure(
-            f"pure model compute (batch {batch}, {layout})",
-            lambda: pure(batch, channels_last),
-            depth,
-            args.repeats,
-        )
-    ]
     engine = SliceInferenceEngine(model, spec, device, batch, channels_last=channels_last)
-    segment = measure(
-        "ours: segment",
-        lambda: run_pipeline(array, matrix, engine),
-        depth,
-        args.repeats,
-    )
-    explain = measure(
-        "ours: segment + explain (Grad-CAM liver, tumour)",
-        lambda: run_pipeline(array, matrix, engine, (1, 2), ("gradcam",)),
-        depth,
-        args.repeats,
-    )
-    default = measure(
-        "ours: + uncertainty (the product default)",
-        lambda: run_pipeline(array, matrix, engine, (1, 2), ("gradcam",), UncertaintySpec()),
-        depth,
-        args.repeats,
-    )
     from naive_baseline import naive_segment_and_explain
 
-    naive = measure(
-        "naive: slice loop + pytorch-grad-cam",
-        lambda: naive_segment_and_explain(array, matrix, model, spec, gradcam_layer(model)),
+    plain, _ = load_checkpoint(resolve_model(args.model))  # as loaded: no layout changes
+    plain = plain.to(device).eval()
+    layer = gradcam_layer(plain)
+    repeats = args.repeats
+    rows = measure_rows(
+        [
+            (
+                f"pure model compute (batch {batch}, {layout})",
+                lambda: pure(batch, channels_last),
+                repeats,
+            ),
+            ("ours: segment", lambda: run_pipeline(array, matrix, engine), repeats),
+            (
+                "ours: segment + explain (Grad-CAM liver, tumour)",
+                lambda: run_pipeline(array, matrix, engine, (1, 2), ("gradcam",)),
+                repeats,
+            ),
+            (
+                "ours: + uncertainty (the product default)",
+                lambda: run_pipeline(
+                    array, matrix, engine, (1, 2), ("gradcam",), UncertaintySpec()
+                ),
+                repeats,
+            ),
+            (
+                "naive: slice loop + pytorch-grad-cam",
+                lambda: naive_segment_and_explain(array, matrix, plain, spec, layer),
+                args.naive_repeats,
+            ),
+            (
+                "ours through the Logic on a slicer-core scene",
+                scene_run(array, matrix, args.model, args.device, batch),
+                repeats,
+            ),
+        ],
         depth,
-        args.naive_repeats,
     )
-    scene = measure(
-        "ours through the Logic on a slicer-core scene",
-        scene_run(array, matrix, args.model, args.device, batch),
-        depth,
-        args.repeats,
-    )
-    rows += [segment, explain, default, naive, scene]
+    pure_row, segment, explain, default, naive, scene = rows
 
     child = subprocess.run(
         [
@@ -299,7 +309,7 @@ def main() -> None:
         "rows": rows,
         "slices_per_second": {row["name"]: row["slices_per_second"] for row in rows},
         "naive_over_ours": naive["median_s"] / explain["median_s"],
-        "ours_over_pure": segment["median_s"] / rows[0]["median_s"],
+        "ours_over_pure": segment["median_s"] / pure_row["median_s"],
         "explain_over_segment": explain["median_s"] / segment["median_s"],
         "default_over_segment": default["median_s"] / segment["median_s"],
         "scene_over_default": scene["median_s"] / default["median_s"],
