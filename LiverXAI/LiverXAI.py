@@ -114,6 +114,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelEvent: threading.Event | None = None
         self._lastResult = None
         self._lastInput = None
+        self._layers: list[str] = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -134,6 +135,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.initializeParameterNode()
+        self.refreshLayerList()
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -141,6 +143,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.refreshModelList()  # the Training module may have registered a model meanwhile
         self.initializeParameterNode()
+        self.refreshLayerList()
 
     def refreshModelList(self) -> None:
         """Re-read the model catalog (bundled and registered models), keeping the choice."""
@@ -155,6 +158,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshLayerList(self) -> None:
         """Layers of the chosen model for Grad-CAM: its default first, then every convolution."""
+        if self._parameterNode is None:
+            return
         combo = self.ui.camLayerSelector
         combo.blockSignals(True)
         combo.clear()
@@ -228,7 +233,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLayerSelected(self, index: int) -> None:
         if self._parameterNode and index >= 0:
-            layers = getattr(self, "_layers", [])
+            layers = self._layers
             self._parameterNode.camLayer = layers[index] if 0 < index < len(layers) else ""
 
     def onReviewRowClicked(self, row: int, _column: int) -> None:
