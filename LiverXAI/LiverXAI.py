@@ -377,13 +377,22 @@ class LiverXAITest(ScriptedLoadableModuleTest):
         self.assertTrue(set(np.unique(labels).tolist()) <= {0, 1, 2})
         self.assertTrue((labels == 1).any(), "no liver found in the sample CT")
 
-        for name in ("liver", "tumor"):
-            heatmap = slicer.mrmlScene.GetNodeByID(result.heatmapNodeIDs[name])
-            self.assertIsNotNone(heatmap, name)
-            self._assertSameGeometry(inputNode, heatmap)
-            values = slicer.util.arrayFromVolume(heatmap)
+        mapIDs = [*result.heatmapNodeIDs.values(), result.uncertaintyNodeID]
+        self.assertEqual(len(mapIDs), 3)
+        for nodeID in mapIDs:  # heatmaps and uncertainty: network-size grid over the CT's box
+            mapNode = slicer.mrmlScene.GetNodeByID(nodeID)
+            self.assertIsNotNone(mapNode, nodeID)
+            self._assertSameBox(inputNode, mapNode)
+            values = slicer.util.arrayFromVolume(mapNode)
             self.assertGreaterEqual(float(values.min()), 0.0)
             self.assertLessEqual(float(values.max()), 1.0)
+        for item in result.reviewItems[:3]:
+            LiverXAILogic().jumpToSlice(inputNode, item["canonicalSlice"])
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            report = LiverXAILogic().writeReport(result, inputNode, folder)
+            self.assertIn("data:image/png;base64,", report.read_text())
 
         segmentation = slicer.mrmlScene.GetNodeByID(result.segmentationNodeID).GetSegmentation()
         for name in ("liver", "tumor"):
@@ -403,6 +412,24 @@ class LiverXAITest(ScriptedLoadableModuleTest):
         with self.assertRaises(Cancelled):
             LiverXAILogic().segmentAndExplain(inputNode, cancelEvent=cancelEvent)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+
+    def _assertSameBox(self, reference, node) -> None:
+        import numpy as np
+
+        def corners(volume):
+            matrix = vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(matrix)
+            matrix = slicer.util.arrayFromVTKMatrix(matrix)
+            size = volume.GetImageData().GetDimensions()
+            points = [
+                (i, j, k)
+                for i in (-0.5, size[0] - 0.5)
+                for j in (-0.5, size[1] - 0.5)
+                for k in (-0.5, size[2] - 0.5)
+            ]
+            return sorted(tuple(np.round(matrix @ [*p, 1.0], 4)[:3]) for p in points)
+
+        np.testing.assert_allclose(corners(node), corners(reference), atol=1e-3)
 
     def _assertSameGeometry(self, reference, node) -> None:
         import numpy as np
