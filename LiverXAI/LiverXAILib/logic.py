@@ -153,7 +153,7 @@ class LiverXAILogic:
             raise ValueError(f"Cannot explain {unknown}: choose from {list(EXPLAINABLE_CLASSES)}.")
         class_ids = [CLASS_NAMES.index(name) for name in explainClasses]
         methods = check_methods(explainMethods) if class_ids else []
-        uncertainty_spec = _uncertainty_spec(uncertainty, UncertaintySpec)
+        uncertainty_spec = UncertaintySpec.from_name(uncertainty)
 
         report(0.0, "Loading model")
         network, metadata = self.loadModel(model)
@@ -347,17 +347,6 @@ class LiverXAILogic:
             raise
         created["heatmaps"] = heatmap_ids
         return created
-
-
-def _uncertainty_spec(name: str, spec_class: Any) -> Any:
-    """``UncertaintySpec`` for ``tta`` / ``mc-dropout``, ``None`` for ``none``."""
-    if name == "none":
-        return None
-    if name == "tta":
-        return spec_class("tta")
-    if name == "mc-dropout":
-        return spec_class("mc-dropout")
-    raise ValueError(f"unknown uncertainty {name!r}: use tta, mc-dropout or none")
 
 
 def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:

@@ -77,6 +77,15 @@ class UncertaintySpec:
     augmentations: tuple[str, ...] = ("shift",)
     passes: int = 4
 
+    @classmethod
+    def from_name(cls, name: str) -> UncertaintySpec | None:
+        """The default spec for ``tta`` or ``mc-dropout``; ``None`` for ``none``."""
+        if name == "none":
+            return None
+        if name not in ("tta", "mc-dropout"):
+            raise ValueError(f"unknown uncertainty {name!r}: use tta, mc-dropout or none")
+        return cls(name)
+
     def describe(self) -> str:
         if self.method == "mc-dropout":
             return f"Monte Carlo dropout, {self.passes} passes with dropout on"
