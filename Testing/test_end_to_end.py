@@ -152,8 +152,9 @@ def test_randomising_the_demo_model_changes_its_heatmaps():
     assert correlation < 0.5
 
 
-def test_demo_command_writes_outputs_and_a_scene_bundle(tmp_path):
-    completed = run_cli("demo", "--out", str(tmp_path))
+def test_demo_command_writes_outputs_and_a_scene_bundle(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # a relative --out, as `make demo` gives
+    completed = run_cli("demo", "--out", tmp_path.name)
     assert completed.returncode == 0, completed.stderr
     stem = "TotalSegmentatorExampleCT"
     for suffix in (
@@ -163,6 +164,8 @@ def test_demo_command_writes_outputs_and_a_scene_bundle(tmp_path):
         ".seg.nrrd",
         "_report.json",
         "_overview.png",
+        "_uncertainty.nii.gz",
+        "_report.html",
     ):
         assert (tmp_path / f"{stem}{suffix}").is_file()
     with zipfile.ZipFile(tmp_path / "scene.mrb") as bundle:

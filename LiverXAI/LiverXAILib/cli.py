@@ -100,10 +100,11 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
         print(file=sys.stderr)
     report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
     if save_scene:
-        scene_path = Path(args.out) / "scene.mrb"
+        # MRML writes a bundle only under an absolute folder: "demo-output" would fail
+        scene_path = Path(args.out).resolve() / "scene.mrb"
         # Slicer names the bundle's folder after the file, so write "scene.mrb" in a private
         # temporary folder beside the target, then move it into place.
-        with tempfile.TemporaryDirectory(dir=args.out, prefix=".scene-") as folder:
+        with tempfile.TemporaryDirectory(dir=scene_path.parent, prefix=".scene-") as folder:
             temporary = Path(folder) / scene_path.name
             if not app.scene.WriteToMRB(str(temporary)):
                 raise RuntimeError(f"Saving the scene to {scene_path} failed.")
