@@ -17,9 +17,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from .constants import LIVER, TUMOR
-
-Box = tuple[slice, slice, slice]
-
+from .masks import Box, bounding_box
 
 DEFAULT_MARGIN_MM = 5.0
 _TOLERANCE = 1e-6  # mm; keeps offsets that lie exactly on the margin ellipse
@@ -46,7 +44,7 @@ def with_margin(
         return region.copy()
     half_widths = _margin_half_widths(spacing, margin_mm)
     grown = np.zeros(region.shape, dtype=bool)
-    box = _bounding_box(region)
+    box = bounding_box(region)
     if box is None:
         return grown
     slices, rows, columns = _expanded(box, region.shape, len(half_widths) - 1, half_widths[0])
@@ -95,22 +93,6 @@ def _dilate_plane(plane: np.ndarray, half_widths: list[int]) -> np.ndarray:
     return grown
 
 
-def _bounding_box(mask: np.ndarray) -> Box | None:
-    """The smallest box holding every True voxel of a 3D mask, or None when it is empty."""
-    occupied = np.flatnonzero(mask.any(axis=(1, 2)))
-    if occupied.size == 0:
-        return None
-    slices = slice(int(occupied[0]), int(occupied[-1]) + 1)
-    inner = mask[slices]
-    rows = np.flatnonzero(inner.any(axis=(0, 2)))
-    columns = np.flatnonzero(inner.any(axis=(0, 1)))
-    return (
-        slices,
-        slice(int(rows[0]), int(rows[-1]) + 1),
-        slice(int(columns[0]), int(columns[-1]) + 1),
-    )
-
-
 def _expanded(box: Box, shape: tuple[int, ...], rows: int, columns: int) -> Box:
     """The box grown in-plane by ``rows`` and ``columns`` pixels, clipped to the volume."""
     slices, row_range, column_range = box
@@ -152,7 +134,7 @@ def _slice_stats(
     """Mass, mass inside and the hottest pixel of every slice, in one pass over the heatmap."""
     _check_same_shape(heatmap, region_with_margin)
     if box is None:
-        box = _bounding_box(region_with_margin)
+        box = bounding_box(region_with_margin)
     count, _, columns = heatmap.shape
     total = np.zeros(count)
     inside = np.zeros(count)
@@ -217,7 +199,7 @@ def pointing_game(
     (NaN when none counts)."""
     _check_same_shape(region, heatmap)
     hits = _hits(
-        _slice_stats(heatmap, region_with_margin), _slice_counts(region, _bounding_box(region))
+        _slice_stats(heatmap, region_with_margin), _slice_counts(region, bounding_box(region))
     )
     return hits, _mean_or_nan(hits)
 
@@ -234,7 +216,7 @@ def rank_agreement(
     is constant there."""
     _check_same_shape(map_a, region)
     _check_same_shape(map_b, region)
-    box = _bounding_box(region)
+    box = bounding_box(region)
     if box is None:
         return float("nan")
     positions = np.flatnonzero(region[box])

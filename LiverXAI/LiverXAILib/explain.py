@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cam import CAM_VARIANTS, LayerCAM
+from .networks import gradcam_layer
 from .segmentation_target import as_targets
 
 HeatmapNormalization = Literal["volume-max", "volume-p99.5", "none"]
@@ -103,13 +104,6 @@ def layer_choices(model: nn.Module) -> list[str]:
     return names
 
 
-def named_layer(model: nn.Module, name: str | None = None) -> nn.Module:
-    """The module called ``name`` (dotted, as in ``named_modules``), or the model's default."""
-    from .networks import gradcam_layer
-
-    return gradcam_layer(model, name)
-
-
 def attribute(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -129,7 +123,7 @@ def attribute(
     check_methods([method])
     targets = [as_targets(target, inputs.shape[0])]
     if method in CAM_VARIANTS:
-        _, maps = LayerCAM(model, named_layer(model, layer), (method,)).explain(inputs, targets)
+        _, maps = LayerCAM(model, gradcam_layer(model, layer), (method,)).explain(inputs, targets)
         result = maps[method][0]
     else:
         from .integrated_gradients import IntegratedGradientsExplainer

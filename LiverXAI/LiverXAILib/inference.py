@@ -24,8 +24,9 @@ from torch import nn
 
 from .cam import CAM_VARIANTS, LayerCAM
 from .errors import Cancelled
-from .explain import check_methods, named_layer
+from .explain import check_methods
 from .label_upsampling import labels_from_probabilities
+from .networks import gradcam_layer
 from .preprocessing import SliceInputSpec
 from .uncertainty import (
     UncertaintySpec,
@@ -112,7 +113,7 @@ class SliceInferenceEngine:
         self.batch_size = max(1, int(batch_size))
         self.use_amp = use_amp and device.type == "cuda"
         self.cam_layer_name = cam_layer or getattr(model, "gradcam_layer", None)
-        self.cam_layer = named_layer(self.model, cam_layer) if self.cam_layer_name else None
+        self.cam_layer = gradcam_layer(self.model, cam_layer) if self.cam_layer_name else None
         self.ig_options = dict(ig_options or {})
 
     def run(

@@ -18,8 +18,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from .constants import TUMOR
 from .map_grid import map_values_at
-
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from .masks import CONNECTIVITY_26, bounding_box
 
 
 @dataclass
@@ -46,21 +45,6 @@ def longest_in_plane_distance(points_mm: np.ndarray) -> float:
     return float(np.sqrt((differences**2).sum(axis=-1)).max())
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box holding every True voxel (None if there is none)."""
-    slices_with = np.flatnonzero(mask.any(axis=(1, 2)))
-    if slices_with.size == 0:
-        return None
-    first, last = int(slices_with[0]), int(slices_with[-1]) + 1
-    plane = mask[first:last].any(axis=0)
-    rows, columns = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
-    return (
-        slice(first, last),
-        slice(int(rows[0]), int(rows[-1]) + 1),
-        slice(int(columns[0]), int(columns[-1]) + 1),
-    )
-
-
 def measure_lesions(
     labels: np.ndarray, spacing_mm: Sequence[float], uncertainty: np.ndarray | None = None
 ) -> list[Lesion]:
@@ -68,10 +52,10 @@ def measure_lesions(
 
     ``uncertainty`` may be on the coarser map grid (:mod:`map_grid`) of the same box."""
     tumor = labels == TUMOR
-    box = _bounding_box(tumor)
+    box = bounding_box(tumor)
     if box is None:
         return []
-    components, count = ndimage.label(tumor[box], structure=_CONNECTIVITY_26)
+    components, count = ndimage.label(tumor[box], structure=CONNECTIVITY_26)
     voxel_ml = math.prod(float(s) for s in spacing_mm) / 1000.0
     in_plane = np.asarray(spacing_mm[1:], dtype=np.float64)
     lesions = []

@@ -78,9 +78,6 @@ def _canonical_outputs(
     def canonical(node_id: str) -> np.ndarray:
         return orientation.apply(mrml.read_volume_node(scene.GetNodeByID(node_id))[0])
 
-    def matrix(node_id: str) -> np.ndarray:
-        return mrml.ijk_to_ras_array(scene.GetNodeByID(node_id))
-
     return {
         "orientation": orientation,
         "ijk_to_ras": ijk_to_ras,
@@ -92,12 +89,6 @@ def _canonical_outputs(
             for method, per_class in result.explanationNodeIDs.items()
         },
         "uncertainty": canonical(result.uncertaintyNodeID) if result.uncertaintyNodeID else None,
-        "map_ijk_to_ras": matrix(
-            result.uncertaintyNodeID
-            or next((i for ids in result.explanationNodeIDs.values() for i in ids.values()), "")
-        )
-        if result.uncertaintyNodeID or result.explanationNodeIDs
-        else None,
     }
 
 
@@ -163,14 +154,15 @@ def write_outputs(
     views = _canonical_outputs(scene, input_node, result)
     orientation, ijk_to_ras = views["orientation"], views["ijk_to_ras"]
     write_volume(out_dir / f"{stem}_label.nii.gz", orientation.invert(views["labels"]), ijk_to_ras)
-    map_matrix = views["map_ijk_to_ras"]  # maps are on the network-size grid (map_grid.py)
-    for method, per_class in views["heatmaps"].items():
-        for name, heatmap in per_class.items():
-            path = out_dir / f"{stem}_{FILE_SLUGS[method]}_{name}.nii.gz"
-            write_volume(path, orientation.invert(heatmap), map_matrix)
-    if views["uncertainty"] is not None:
-        uncertainty = orientation.invert(views["uncertainty"])
-        write_volume(out_dir / f"{stem}_uncertainty.nii.gz", uncertainty, map_matrix)
+    maps = {  # on the network-size grid, each with its node's geometry (map_grid.py)
+        f"{stem}_{FILE_SLUGS[method]}_{name}.nii.gz": node_id
+        for method, per_class in result.explanationNodeIDs.items()
+        for name, node_id in per_class.items()
+    }
+    if result.uncertaintyNodeID:
+        maps[f"{stem}_uncertainty.nii.gz"] = result.uncertaintyNodeID
+    for file_name, node_id in maps.items():
+        write_volume(out_dir / file_name, *mrml.read_volume_node(scene.GetNodeByID(node_id)))
     write_segmentation(
         scene, scene.GetNodeByID(result.segmentationNodeID), out_dir / f"{stem}.seg.nrrd"
     )

@@ -20,8 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from .constants import LIVER, TUMOR
+from .masks import CONNECTIVITY_26, bounding_box
 
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 # Background connectivity for hole filling: 4 within each axial slice (a 2D cross in the
 # middle plane of a 3x3x3 structure links no two slices).
 _AXIAL_CROSS = np.zeros((3, 3, 3), dtype=bool)
@@ -66,13 +66,13 @@ def clean_labels(
         raise ValueError(f"tumor_margin_mm must be >= 0, got {tumor_margin_mm}")
     cleaned = np.zeros(labels.shape, dtype=np.uint8)
 
-    box = _bounding_box(labels >= LIVER)
+    box = bounding_box(labels >= LIVER)
     if box is None:
         return cleaned
     crop = labels[box]
     organ = _largest_component(crop >= LIVER)
     organ = _fill_axial_holes(organ)
-    inner = _bounding_box(organ)  # the largest component may fill a smaller box
+    inner = bounding_box(organ)  # the largest component may fill a smaller box
     organ = organ[inner]
     organ_box = _compose(box, inner)
 
@@ -94,9 +94,9 @@ def label_statistics(labels: np.ndarray, spacing_mm: Sequence[float]) -> LabelSt
     tumor_voxels = int(np.count_nonzero(tumor))
     volumes: list[float] = []
     slices: list[int] = []
-    box = _bounding_box(tumor)
+    box = bounding_box(tumor)
     if box is not None:
-        components, count = ndimage.label(tumor[box], structure=_CONNECTIVITY_26)
+        components, count = ndimage.label(tumor[box], structure=CONNECTIVITY_26)
         sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
         volumes = sorted((float(s) * voxel_ml for s in sizes), reverse=True)
         slices = [int(i) for i in np.flatnonzero(tumor.any(axis=(1, 2)))]
@@ -119,18 +119,6 @@ def _check_volume(labels: np.ndarray, spacing_mm: Sequence[float]) -> tuple[floa
     return spacing
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box holding every True voxel of a 3D mask, or None if there is none."""
-    bounds = []
-    for axis in range(mask.ndim):
-        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other_axes))
-        if present.size == 0:
-            return None
-        bounds.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(bounds)
-
-
 def _compose(outer: tuple[slice, ...], inner: tuple[slice, ...]) -> tuple[slice, ...]:
     """The box ``inner`` (relative to ``outer``) in the coordinates ``outer`` is given in."""
     return tuple(
@@ -146,7 +134,7 @@ def _relative(inner: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    components, count = ndimage.label(mask, structure=_CONNECTIVITY_26)
+    components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
     if count <= 1:
         return mask.copy()
     sizes = np.bincount(components.ravel(), minlength=count + 1)
@@ -194,7 +182,7 @@ def _keep_nearby_tumor(
         return
     organ_near_all = np.zeros(candidates.shape, dtype=bool)
     organ_near_all[_relative(organ_box, margin_box)] = organ
-    components, _ = ndimage.label(candidates, structure=_CONNECTIVITY_26)
+    components, _ = ndimage.label(candidates, structure=CONNECTIVITY_26)
     cleaned_near_all = cleaned[margin_box]
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         near = _grow(box, pads, candidates.shape)

@@ -12,8 +12,6 @@ import numpy as np
 
 from .attention_measures import (
     DEFAULT_MARGIN_MM,
-    Box,
-    _bounding_box,
     _dilate_plane,
     _expanded,
     _margin_half_widths,
@@ -23,6 +21,7 @@ from .attention_measures import (
     with_margin,
 )
 from .constants import CLASS_NAMES, LIVER
+from .masks import Box, bounding_box
 
 LOW_ATTENTION_INSIDE = "low-attention-inside"
 ATTENTION_ON_BACKGROUND = "attention-on-background"
@@ -88,9 +87,9 @@ class _ClassRegion:
     @classmethod
     def build(cls, labels: np.ndarray, class_id: int, rules: _Rules) -> _ClassRegion:
         region = region_for_class(labels, class_id)
-        box = _bounding_box(region)
+        box = bounding_box(region)
         margin = with_margin(region, rules.spacing, rules.margin_mm)
-        return cls(class_id, region, box, margin, _bounding_box(margin), _slice_counts(region, box))
+        return cls(class_id, region, box, margin, bounding_box(margin), _slice_counts(region, box))
 
     def distance_mm(
         self, index: int, row: int, column: int, spacing: Sequence[float]
@@ -191,7 +190,7 @@ def _boundary_plane(labels_plane: np.ndarray) -> np.ndarray:
 def _uncertain(uncertainty: np.ndarray, labels: np.ndarray, rules: _Rules) -> list[ReviewItem]:
     """Rule (c): organ slices whose boundary band has a high mean uncertainty."""
     organ = labels >= LIVER
-    box = _bounding_box(organ)
+    box = bounding_box(organ)
     if box is None:
         return []
     counts = _slice_counts(organ, box)

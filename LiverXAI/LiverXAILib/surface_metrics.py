@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .masks import CONNECTIVITY_26
+
 DETECTION_CRITERION = (
     "any overlap: a true lesion (3D 26-connected component) counts as detected when at least "
     "one of its voxels is predicted tumour; a predicted lesion overlapping no true lesion is a "
@@ -38,8 +40,6 @@ HD95_DEFINITION = (
     "percentiles of surface-to-surface distances; n/a when exactly one of prediction and "
     "truth is empty, 0 when both are"
 )
-
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 def _spacing(spacing_mm: Sequence[float], ndim: int) -> tuple[float, ...]:
@@ -123,8 +123,8 @@ def lesion_detection(
     false_positive_ml: list[float] = []
     box = _box(pred | true, margin=0)
     if box is not None:
-        true_components, n_true = ndimage.label(true[box], structure=_CONNECTIVITY_26)
-        pred_components, n_pred = ndimage.label(pred[box], structure=_CONNECTIVITY_26)
+        true_components, n_true = ndimage.label(true[box], structure=CONNECTIVITY_26)
+        pred_components, n_pred = ndimage.label(pred[box], structure=CONNECTIVITY_26)
         overlap = (true_components > 0) & (pred_components > 0)
         hit_true = np.zeros(n_true + 1, dtype=bool)
         hit_true[np.unique(true_components[overlap])] = True
