@@ -1,0 +1,474 @@
+"""Dependencies inside Slicer (LiverXAILib.dependencies): requirement parsing, detection of
+missing and too-old packages in the real environment, the plan and its question, and real pip
+installations into a throwaway virtual environment from hand-made wheels (no network).
+
+The Slicer functions themselves (``slicer.util.pip_install``, ``slicer.packaging.pip_ensure``,
+the PyTorch extension's ``installTorch``) do not exist here: they are replaced by functions with
+the same signatures that run the real pip, offline, into the throwaway environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from LiverXAILib import dependencies
+from LiverXAILib.dependencies import (
+    PIP,
+    PYTORCH_EXTENSION,
+    TORCH_REQUIREMENT,
+    DependencyError,
+    Installers,
+    check,
+    parse_requirement,
+    read_requirements,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICER_SHIPS = {"numpy", "scipy", "simpleitk", "pillow"}
+
+
+@pytest.fixture(params=[True, False], ids=["packaging", "fallback"])
+def either_parser(request, monkeypatch):
+    """Run a test with packaging and with the fallback used where packaging is missing."""
+    monkeypatch.setattr(dependencies, "_USE_PACKAGING", request.param)
+    return request.param
+
+
+# --- parsing -------------------------------------------------------------------------------
+def test_read_requirements_skips_comments_blank_lines_and_options(tmp_path, either_parser):
+    path = tmp_path / "requirements.txt"
+    path.write_text(
+        "# a comment\n\n-c constraints.txt\n--index-url https://example.invalid/simple\n"
+        "monai>=1.3  # inline comment\nmatplotlib >= 3.6, <4\ncaptum\n"
+        "pywin32>=300; sys_platform == 'win32'\n",
+        encoding="utf-8",
+    )
+    requirements = read_requirements(path)
+    assert [r.name for r in requirements] == ["monai", "matplotlib", "captum", "pywin32"]
+    assert requirements[0].text == "monai>=1.3"
+    assert requirements[0].specifier == ">=1.3"
+    assert {c.strip() for c in requirements[1].specifier.split(",")} == {">=3.6", "<4"}
+    assert requirements[2].specifier == ""
+    assert requirements[3].marker is not None
+    if either_parser:  # the marker is evaluated only with packaging
+        assert requirements[3].applies() == (sys.platform == "win32")
+
+
+def test_a_bad_line_names_the_file_and_line(tmp_path, either_parser):
+    path = tmp_path / "requirements.txt"
+    path.write_text("monai>=1.3\nnot a requirement !!\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        read_requirements(path)
+
+
+@pytest.mark.parametrize(
+    ("requirement", "version", "accepted"),
+    [
+        ("x>=1.3", "1.3", True),
+        ("x>=1.3", "1.2.9", False),
+        ("x>=1.3", "1.10", True),  # numeric, not text, comparison
+        ("x>=2.1", "2.4.1+cu121", True),  # a local CUDA build label
+        ("x>=2.1", "2.5.0rc1", True),  # an installed pre-release counts
+        ("x>=3.6,<4", "4.0", False),
+        ("x==1.3.*", "1.3.7", True),
+        ("x~=1.3", "2.0", False),
+        ("x!=0.8.0", "0.8.0", False),
+    ],
+)
+def test_version_comparison(either_parser, requirement, version, accepted):
+    assert parse_requirement(requirement).accepts(version) is accepted
+
+
+# --- the shipped requirements --------------------------------------------------------------
+def _pyproject_dependencies() -> dict[str, str]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    parsed = [parse_requirement(d) for d in data["project"]["dependencies"]]
+    return {r.name.lower(): r.specifier for r in parsed}
+
+
+def test_requirements_file_lists_what_slicer_lacks_with_the_pyproject_bounds():
+    requirements = read_requirements(dependencies.REQUIREMENTS_FILE)
+    assert dependencies.REQUIREMENTS_FILE == ROOT / "LiverXAI" / "Resources" / "requirements.txt"
+    names = {r.name.lower() for r in requirements}
+    assert names == {"monai", "matplotlib", "captum"}
+    assert not names & (SLICER_SHIPS | {"torch", "highdicom"})
+    bounds = _pyproject_dependencies()
+    for requirement in requirements:
+        assert requirement.specifier.startswith(">="), requirement.text
+        assert requirement.specifier == bounds[requirement.name.lower()], requirement.text
+    torch = parse_requirement(TORCH_REQUIREMENT)
+    assert torch.specifier == bounds["torch"]
+    # every dependency of pyproject is either installed here or shipped by Slicer
+    assert set(bounds) == names | SLICER_SHIPS | {"torch"}
+
+
+def test_the_real_requirements_are_satisfied_in_this_environment():
+    plan = check()
+    assert plan.satisfied, plan.summary()
+    assert not plan.torch_missing and plan.missing == ()
+    assert plan.requirements == ("monai>=1.3", "matplotlib>=3.6", "captum>=0.7")
+    import torch  # installed here: its version is pinned, with Slicer's packages
+
+    assert f"torch=={torch.__version__}" in plan.pins
+    pinned = {p.split("==")[0].lower() for p in plan.pins}
+    assert pinned == {"torch"} | SLICER_SHIPS
+    assert "All Python packages" in plan.question()
+
+
+# --- detection -----------------------------------------------------------------------------
+def test_absent_and_too_old_packages_are_found(either_parser):
+    import numpy
+
+    plan = check(
+        requirements=[
+            "liverxai-no-such-package-8d1f>=1",
+            "numpy>=9999",  # installed, far too old for this
+            "scipy>=1.0",  # satisfied
+            "pywin32>=300; sys_platform == 'never'" if either_parser else "scipy",
+        ]
+    )
+    assert not plan.satisfied
+    assert not plan.torch_missing
+    assert [(m.name, m.installed) for m in plan.missing] == [
+        ("liverxai-no-such-package-8d1f", None),
+        ("numpy", numpy.__version__),
+    ]
+    assert plan.to_install() == ["liverxai-no-such-package-8d1f>=1", "numpy>=9999"]
+    # numpy is to be upgraded, so it is not held at its version; the others are
+    pinned = {p.split("==")[0].lower() for p in plan.pins}
+    assert "numpy" not in pinned and {"torch", "scipy"} <= pinned
+    assert plan.restart_recommended
+
+
+def _dist_info(folder: Path, name: str, version: str) -> None:
+    info = folder / f"{name}-{version.replace(' ', '_')}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_pins_hold_the_installed_versions_pip_can_read(tmp_path, either_parser):
+    _dist_info(tmp_path, "torch", "2.4.1+cu121")
+    _dist_info(tmp_path, "numpy", "1.26.4")
+    _dist_info(tmp_path, "SimpleITK", "2.4.0 Slicer build")  # not PEP 440: no pin
+    _dist_info(tmp_path, "Pillow", "10.1.0")
+    assert dependencies.installed_version("simpleitk", [str(tmp_path)]) == "2.4.0 Slicer build"
+    pins = dependencies.current_pins([str(tmp_path)])
+    assert pins == ("torch==2.4.1+cu121", "numpy==1.26.4", "Pillow==10.1.0")
+    assert dependencies.current_pins([str(tmp_path)], exclude=["NumPy"]) == (
+        "torch==2.4.1+cu121",
+        "Pillow==10.1.0",
+    )
+
+
+def test_torch_missing_and_the_installer_chosen(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    plan = check(search_path=[str(empty)])  # an environment with nothing installed
+    assert plan.torch_missing and plan.torch.installed is None
+    assert [m.name for m in plan.missing] == ["monai", "matplotlib", "captum"]
+    assert plan.pins == ()
+    assert plan.torch_installer == PIP
+    question = plan.question()
+    assert "torch>=2.1 (not installed): installed with pip" in question
+    assert "PyTorch extension from the Extensions Manager" in question
+    for requirement in ("monai>=1.3", "matplotlib>=3.6", "captum>=0.7"):
+        assert f"{requirement} (not installed)" in question
+    assert question.endswith("Install them now?")
+    assert not plan.restart_recommended
+
+    # With the PyTorch extension's module on the path, torch goes through the extension:
+    # the module is only found, never imported (it imports Slicer).
+    extension = tmp_path / "extension"
+    extension.mkdir()
+    (extension / "PyTorchUtils.py").write_text("raise ImportError('imported')\n")
+    monkeypatch.syspath_prepend(str(extension))
+    plan = check(search_path=[str(empty)])
+    assert plan.torch_installer == PYTORCH_EXTENSION
+    assert "installed by the PyTorch extension, which picks the CUDA build" in plan.question()
+    assert "PyTorchUtils" not in sys.modules
+
+
+def test_imports_and_check_neither_import_torch_nor_install(tmp_path):
+    # A fresh interpreter: importing the module files, checking and writing the question
+    # must not import torch, Slicer or the PyTorch extension, nor start any process.
+    script = textwrap.dedent(
+        f"""
+        import os, subprocess, sys
+        sys.path.insert(0, {str(ROOT / "LiverXAI")!r})
+        def refuse(*args, **kwargs):
+            raise AssertionError("a process was started")
+        subprocess.Popen = subprocess.run = subprocess.call = os.system = refuse
+        import LiverXAILib.dependencies as dependencies
+        import LiverXAILib.logic
+        plan = dependencies.check(search_path=[{str(tmp_path)!r}])
+        assert not plan.satisfied and plan.question()
+        dependencies.check()
+        for name in ("torch", "PyTorchUtils", "pip", "slicer.packaging", "qt"):
+            assert name not in sys.modules, name
+        print("clean")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "clean"
+
+
+# --- the device sentence -------------------------------------------------------------------
+def test_device_sentence_reuses_describe_device():
+    from LiverXAILib.inference import describe_device
+
+    assert dependencies.device_sentence() == describe_device()
+    assert dependencies.device_sentence("cpu") == describe_device("cpu")
+    import torch
+
+    if torch.version.cuda is None:  # this project's CPU build
+        assert dependencies.device_sentence() == "CPU: no CUDA build of torch installed"
+
+
+def test_device_sentence_says_when_torch_is_missing(tmp_path):
+    sentence = dependencies.device_sentence(search_path=[str(tmp_path)])
+    assert "torch is not installed" in sentence
+
+
+# --- real installations --------------------------------------------------------------------
+def _wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """Write a minimal pure-Python wheel by hand (a zip with METADATA, WHEEL and RECORD)."""
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\n"
+        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{path},sha256={encoded},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory):
+    """A stand-in torch (2.1.0+cpu and 3.0), and stand-ins for monai, matplotlib and captum:
+    the newest version of the monai stand-in needs torch 3, the older one torch 2.1, as
+    monai's releases follow torch's."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    _wheel(folder, "torch", "2.1.0+cpu")
+    _wheel(folder, "torch", "3.0")
+    _wheel(folder, "lxai-monai", "1.3", ("torch>=2.1",))
+    _wheel(folder, "lxai-monai", "2.0", ("torch>=3",))
+    _wheel(folder, "lxai-matplotlib", "3.6")
+    _wheel(folder, "lxai-captum", "0.7", ("lxai-matplotlib", "torch>=2.1"))
+    return folder
+
+
+PIP_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+PIP_ENV.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+REQUIREMENTS = ["lxai-monai>=1.3", "lxai-matplotlib>=3.6", "lxai-captum>=0.7"]
+
+
+class Environment:
+    """A throwaway virtual environment, filled by the real pip from the wheelhouse only."""
+
+    def __init__(self, folder: Path, wheelhouse: Path):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+        bindir = "Scripts" if os.name == "nt" else "bin"
+        self.python = str(folder / bindir / ("python.exe" if os.name == "nt" else "python"))
+        self.site = subprocess.run(
+            [self.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        self.wheelhouse = wheelhouse
+        self.calls: list[tuple[str, object]] = []
+
+    def pip(self, *args: str) -> None:
+        subprocess.run([*self.pip_command(), *args], check=True, env=PIP_ENV, timeout=300)
+
+    def pip_command(self) -> list[str]:
+        # --isolated and no configuration file: this machine's pip settings (extra indexes,
+        # find-links, a global constraints file) must not reach the throwaway environment.
+        command = [sys.executable, "-m", "pip", "--isolated", "--python", self.python]
+        return command + ["install", "--no-index", "--find-links", str(self.wheelhouse), "-q"]
+
+    # the Slicer functions' stand-ins, with their signatures
+    def pip_install(self, requirements: str) -> None:  # slicer.util.pip_install
+        self.calls.append(("pip_install", requirements))
+        self.pip(*shlex.split(requirements))
+
+    def pip_ensure(self, requirements, constraints=None, prompt_install=True, requester=None):
+        # slicer.packaging.pip_ensure: pip install with -c constraints, after its own prompt
+        self.calls.append(("pip_ensure", (list(requirements), prompt_install, requester)))
+        assert Path(constraints).is_file()
+        self.constraints = Path(constraints).read_text(encoding="utf-8")
+        self.pip(*requirements, "-c", str(constraints))
+
+    def version(self, name: str) -> str | None:
+        return dependencies.installed_version(name, [self.site])
+
+    def check(self):
+        return check(requirements=REQUIREMENTS, search_path=[self.site])
+
+
+@pytest.fixture
+def environment(tmp_path, wheelhouse):
+    return Environment(tmp_path / "venv", wheelhouse)
+
+
+def test_pip_installs_torch_then_the_rest_keeping_torch(environment):
+    plan = environment.check()
+    assert plan.torch_missing and len(plan.missing) == 3 and plan.torch_installer == PIP
+    after = dependencies.install(plan, Installers(pip_install=environment.pip_install))
+    assert after.satisfied
+    assert [c[0] for c in environment.calls] == ["pip_install", "pip_install"]
+    assert environment.calls[0][1] == TORCH_REQUIREMENT
+    # pip chose torch 3.0 for "torch>=2.1"; installing the rest then kept it
+    assert environment.version("torch") == "3.0"
+    assert "torch==3.0" in environment.calls[1][1].split()
+    assert environment.version("lxai-monai") == "2.0"
+    assert environment.version("lxai-captum") == "0.7"
+
+
+def test_the_pin_keeps_the_installed_torch_where_pip_would_replace_it(environment):
+    environment.pip("torch==2.1.0+cpu")  # as the PyTorch extension would have left it
+    plan = environment.check()
+    assert not plan.torch_missing
+    assert plan.pins == ("torch==2.1.0+cpu",)
+    dependencies.install(plan, Installers(pip_install=environment.pip_install))
+    # the newest monai stand-in needs torch 3: with torch pinned, pip took the older one
+    assert environment.version("torch") == "2.1.0+cpu"
+    assert environment.version("lxai-monai") == "1.3"
+
+    # Without the pin, pip would have replaced the installed torch (the CUDA build, in Slicer).
+    environment.pip("--upgrade-strategy", "only-if-needed", "lxai-monai>=2")
+    assert environment.version("torch") == "3.0"
+
+
+def test_pip_ensure_gets_the_requirements_and_a_constraints_file(environment):
+    environment.pip("torch==2.1.0+cpu")
+    plan = environment.check()
+    installers = Installers(pip_install=environment.pip_install, pip_ensure=environment.pip_ensure)
+    after = dependencies.install(plan, installers)
+    assert after.satisfied
+    assert environment.calls == [("pip_ensure", (REQUIREMENTS, False, "LiverXAI"))]
+    assert environment.constraints.split() == ["torch==2.1.0+cpu"]
+    assert environment.version("torch") == "2.1.0+cpu"
+    assert environment.version("lxai-monai") == "1.3"
+
+
+def _fake_pytorch_extension(folder: Path, environment: Environment, returns: str) -> None:
+    """A PyTorchUtils module with the extension's installTorch signature, which installs the
+    torch stand-in with the real pip (light-the-torch's job in Slicer)."""
+    folder.mkdir()
+    (folder / "PyTorchUtils.py").write_text(
+        textwrap.dedent(
+            f"""
+            import subprocess
+            CALLS = []
+
+            class PyTorchUtilsLogic:
+                def installTorch(self, askConfirmation=False, forceComputationBackend=None,
+                                 torchVersionRequirement=None):
+                    CALLS.append((askConfirmation, forceComputationBackend,
+                                  torchVersionRequirement))
+                    # light-the-torch's choice, as if for a CUDA 12.1 driver: the 2.1 build
+                    subprocess.run({environment.pip_command()!r}
+                                   + ["torch" + torchVersionRequirement + ",<3"],
+                                   check=True, env={PIP_ENV!r})
+                    return {returns}
+            """
+        ),
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+def extension_folder(tmp_path, monkeypatch):
+    """A folder on sys.path for a stand-in PyTorchUtils, forgotten after the test."""
+    folder = tmp_path / "extension"
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("PyTorchUtils", None)
+    yield folder
+    sys.modules.pop("PyTorchUtils", None)
+
+
+def test_the_pytorch_extension_installs_torch(environment, extension_folder):
+    _fake_pytorch_extension(extension_folder, environment, returns="'torch module'")
+    plan = environment.check()
+    assert plan.torch_installer == PYTORCH_EXTENSION
+    installers = Installers(
+        pip_install=environment.pip_install, torch=dependencies.install_torch_with_extension
+    )
+    after = dependencies.install(plan, installers)
+    assert after.satisfied
+    import PyTorchUtils
+
+    assert PyTorchUtils.CALLS == [(False, None, ">=2.1")]  # no second question
+    assert environment.version("torch") == "2.1.0+cpu"  # the extension's choice, kept
+    assert environment.version("lxai-monai") == "1.3"
+    assert [c[0] for c in environment.calls] == ["pip_install"]
+
+
+def test_an_extension_that_installs_nothing_is_an_error(environment, extension_folder):
+    _fake_pytorch_extension(extension_folder, environment, returns="None")
+    with pytest.raises(DependencyError, match="did not install torch"):
+        dependencies.install_torch_with_extension(">=2.1")
+
+
+def test_a_failed_installation_raises_and_leaves_the_rest(environment):
+    plan = check(requirements=["lxai-not-in-the-wheelhouse>=1"], search_path=[environment.site])
+    with pytest.raises(subprocess.CalledProcessError):
+        dependencies.install(plan, Installers(pip_install=environment.pip_install))
+    assert environment.version("lxai-not-in-the-wheelhouse") is None
+
+
+def test_an_installer_that_installs_nothing_is_reported(environment):
+    plan = environment.check()
+    with pytest.raises(DependencyError, match="still missing.*lxai-monai"):
+        dependencies.install(plan, Installers(pip_install=lambda requirements: None))
+
+
+def test_nothing_is_installed_for_a_satisfied_plan():
+    plan = check()
+    assert plan.satisfied
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing should be installed")
+
+    assert dependencies.install(plan, Installers(pip_install=refuse, pip_ensure=refuse)) is plan
+
+
+def test_installers_outside_slicer():
+    # slicer-core (the test environment) has slicer.util but no slicer.packaging and no
+    # PyTorch extension: the lookups fall back to pip_install for everything.
+    pytest.importorskip("slicer.util")
+    installers = Installers.from_slicer()
+    import slicer.util
+
+    assert installers.pip_install is slicer.util.pip_install
+    assert installers.torch is None
+    try:
+        import slicer.packaging  # noqa: F401
+    except ImportError:
+        assert installers.pip_ensure is None
