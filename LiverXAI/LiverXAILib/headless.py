@@ -1,8 +1,8 @@
 """A Slicer application logic and MRML scene without Qt, from the slicer-core wheel.
 
 It registers the module logics that LiverXAI looks up by name (Colors, Volumes,
-Segmentations), the way the Slicer application does, so the same Logic code runs in Slicer,
-in tests and in the headless commands.
+Segmentations, VolumeRendering, SubjectHierarchy), the way the Slicer application does, so the
+same Logic code runs in Slicer, in tests and in the headless commands.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class HeadlessApplication:
 
 
 def create_headless_application() -> HeadlessApplication:
-    """New scene and application logic with the Colors, Volumes and Segmentations logics."""
+    """New scene and application logic with the module logics LiverXAI uses."""
     import slicer
 
     scene = slicer.vtkMRMLScene()
@@ -30,6 +30,8 @@ def create_headless_application() -> HeadlessApplication:
         ("Colors", slicer.vtkMRMLColorLogic),
         ("Volumes", slicer.vtkSlicerVolumesLogic),
         ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+        ("VolumeRendering", slicer.vtkSlicerVolumeRenderingLogic),
+        ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
     ):
         logic = logic_class()
         if hasattr(logic, "SetMRMLApplicationLogic"):

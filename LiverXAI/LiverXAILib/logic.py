@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,28 @@ import numpy as np
 from . import scene as mrml
 from .catalog import read_catalog, resolve_model
 from .constants import CLASS_NAMES, DEFAULT_MODEL, EXPLAINABLE_CLASSES
+from .display3d import (
+    centre_3d_views,
+    segmentation_bounds,
+    set_3d_mode,
+    show_ct_volume_rendering,
+    show_labels_volume_rendering,
+    volume_rendering_display,
+)
 from .errors import Cancelled, InputError, NotHounsfieldError
 from .orientation import CanonicalOrientation, canonical_orientation
+from .result_nodes import (
+    place_in_run_folder,
+    previous_outputs,
+    previous_runs,
+    remove_outputs,
+    subject_hierarchy,
+    tag_outputs,
+)
 from .results import SegmentAndExplainResult
+from .terminology import apply_terminology
+
+EXISTING_RESULTS = ("keep", "replace")
 
 # torch-dependent parts (checkpoints, inference, explain, networks) are imported inside the
 # methods that use them, so the Slicer module loads and can offer to install torch first.
@@ -80,6 +100,28 @@ class LiverXAILogic:
     def availableModels(self) -> list[str]:
         return [entry["name"] for entry in read_catalog()]
 
+    def modelCatalog(self) -> list[dict[str, Any]]:
+        """Catalog entries: name, source (bundled, user, download), available, sha256, ..."""
+        return read_catalog()
+
+    def downloadModel(
+        self,
+        model: str,
+        progressCallback: Callable[[float, str], None] | None = None,
+        cancelEvent: threading.Event | None = None,
+    ) -> Path:
+        """Download a catalog model, verify its SHA-256 and cache it; returns its path."""
+        from .model_download import download_model
+
+        return download_model(model, progress=progressCallback, cancel=cancelEvent)
+
+    def importModel(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Add a model file (e.g. given to an offline site) after verifying it; returns its
+        catalog entry (a listed download if its SHA-256 matches one, else a user model)."""
+        from .model_download import import_model
+
+        return import_model(path, name=name)
+
     def loadModel(self, model: str = DEFAULT_MODEL) -> tuple[Any, Any]:
         """Network and ``CheckpointMetadata`` for a catalog name or checkpoint path (cached)."""
         from .checkpoints import load_checkpoint
@@ -128,6 +170,9 @@ class LiverXAILogic:
         uncertainty: str = "tta",
         integratedGradientsSteps: int = 32,
         integratedGradientsBaseline: float | str = -1000.0,
+        existingResults: str = "keep",
+        volumeRendering: bool = True,
+        ctVolumeRendering: bool = False,
     ) -> SegmentAndExplainResult:
         """Segment liver and tumour in ``inputVolumeNode`` and explain the chosen classes.
 
@@ -136,9 +181,15 @@ class LiverXAILogic:
         [0, 1], normalised once per volume), an uncertainty volume (``uncertainty``: ``tta``,
         ``mc-dropout`` or ``none``) and a segmentation with closed surfaces, all with the
         input's geometry; measures the explanations and lists slices to review. ``camLayer``
-        names the Grad-CAM layer (default: the model's). Raises ``InputError`` for unusable
-        input, ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is
-        set; in every failure the scene is left as it was.
+        names the Grad-CAM layer (default: the model's).
+
+        In 3D the result is volume rendered (``volumeRendering``; else surfaces), optionally
+        with the CT itself (``ctVolumeRendering``). The outputs go into one subject hierarchy
+        folder under the input's study, their descriptions name the model and the date, and
+        earlier results for the same input are kept (``existingResults="keep"``, unique names)
+        or removed once the new ones are complete (``"replace"``). Raises ``InputError`` for
+        unusable input, ``CheckpointError`` for a bad model and ``Cancelled`` when
+        ``cancelEvent`` is set; in every failure the scene is left as it was.
         """
         from .explain import METHODS, check_methods
         from .inference import SliceInferenceEngine, choose_device, describe_device
@@ -151,6 +202,10 @@ class LiverXAILogic:
         unknown = [name for name in explainClasses if name not in EXPLAINABLE_CLASSES]
         if unknown:
             raise ValueError(f"Cannot explain {unknown}: choose from {list(EXPLAINABLE_CLASSES)}.")
+        if existingResults not in EXISTING_RESULTS:
+            raise ValueError(
+                f"existingResults={existingResults!r}: choose from {list(EXISTING_RESULTS)}."
+            )
         class_ids = [CLASS_NAMES.index(name) for name in explainClasses]
         methods = check_methods(explainMethods) if class_ids else []
         uncertainty_spec = UncertaintySpec.from_name(uncertainty)
@@ -186,6 +241,9 @@ class LiverXAILogic:
 
         mark = time.perf_counter()
         report(0.9, "Adding results to the scene")
+        run = RunInfo(Path(str(model)).name, time.strftime("%Y-%m-%d %H:%M:%S"))
+        while run.name in previous_runs(self.scene, inputVolumeNode):  # two runs in a second
+            run = RunInfo(run.model, run.created, run.repeat + 1)
         nodes = self._addOutputNodes(
             inputVolumeNode,
             result.orientation,
@@ -193,9 +251,12 @@ class LiverXAILogic:
             result.heatmaps,
             result.uncertainty,
             uncertainty_spec.describe() if uncertainty_spec else "",
-            model,
+            run,
             showResults,
+            Display3D(volumeRendering, ctVolumeRendering),
         )
+        if existingResults == "replace":
+            remove_outputs(self.scene, previous_outputs(self.scene, inputVolumeNode, run.name))
         timings["scene"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         report(1.0, "Done")
@@ -237,6 +298,10 @@ class LiverXAILogic:
                 for lesion in result.lesions
             ],
             integratedGradientsEstimateSeconds=result.integrated_gradients_estimate,
+            run=run.name,
+            created=run.created,
+            resultFolderItemID=nodes["folder"],
+            volumeRenderingNodeID=nodes["volumeRendering"],
         )
 
     def writeReport(
@@ -248,6 +313,30 @@ class LiverXAILogic:
 
         return write_reports(
             self.scene, inputVolumeNode, result, Path(outputDir), inputVolumeNode.GetName()
+        )
+
+    def exportResults(
+        self,
+        result: SegmentAndExplainResult,
+        inputVolumeNode: Any,
+        outputDir: str | Path,
+        formats: Sequence[str] = ("nifti", "stl"),
+        dicomSeriesDir: str | Path | None = None,
+        progressCallback: Callable[[float, str], None] | None = None,
+    ) -> dict[str, list[Path]]:
+        """Write a result as ``nifti``, ``nrrd``, ``stl``, ``obj`` and/or ``dicom-seg`` files
+        into ``outputDir``; returns the paths by format. DICOM SEG needs the CT's DICOM series
+        (``dicomSeriesDir``, or Slicer's DICOM database for a CT loaded from it)."""
+        from .exports import export_results
+
+        return export_results(
+            self.scene,
+            inputVolumeNode,
+            result,
+            Path(outputDir),
+            formats,
+            dicom_series_dir=dicomSeriesDir,
+            progress=progressCallback,
         )
 
     def sliceCentreRAS(self, inputVolumeNode: Any, canonicalSlice: int) -> tuple[float, ...]:
@@ -275,12 +364,14 @@ class LiverXAILogic:
         heatmaps: dict[str, dict[int, np.ndarray]],
         uncertainty: np.ndarray | None,
         uncertainty_description: str,
-        model: str,
+        run: RunInfo,
         showResults: bool,
+        display: Display3D,
     ) -> dict[str, Any]:
         """Create every output node, or none: on failure the nodes made so far are removed.
 
-        Returns the nodes by role; ``"heatmaps"`` maps method → class name → node ID.
+        Returns the nodes by role; ``"heatmaps"`` maps method → class name → node ID,
+        ``"folder"`` is the run's subject hierarchy folder.
         """
         from .explain import METHODS, NORMALIZATION_DESCRIPTIONS
 
@@ -289,13 +380,16 @@ class LiverXAILogic:
         created: dict[str, Any] = {}
         heatmap_ids: dict[str, dict[str, str]] = {}
         existing = mrml.node_ids(scene)
+        folder = 0
         try:
             labelmap = mrml.add_output_volume(
                 scene, inputVolumeNode, orientation.invert(labels), f"{base} LiverXAI labels", True
             )
             created["labelmap"] = labelmap
             mrml.style_labelmap(scene, labelmap)
-            labelmap.SetDescription(f"LiverXAI segmentation by model {model}")
+            labelmap.SetDescription(
+                f"LiverXAI labels (0 background, 1 liver, 2 tumor) of {base} {run.by()}"
+            )
             for method, per_class in heatmaps.items():
                 info = METHODS[method]
                 normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
@@ -310,9 +404,7 @@ class LiverXAILogic:
                     created[f"{method} {name}"] = node
                     heatmap_ids.setdefault(method, {})[name] = node.GetID()
                     mrml.style_heatmap(
-                        scene,
-                        node,
-                        f"{info.label} for {name}, model {model}: {normalization}",
+                        scene, node, f"{info.label} for {name} {run.by()}: {normalization}"
                     )
             if uncertainty is not None:
                 node = mrml.add_map_volume(
@@ -323,15 +415,26 @@ class LiverXAILogic:
                     scene,
                     node,
                     f"Uncertainty (normalised predictive entropy, 0 = sure, 1 = classes equally "
-                    f"likely) by {uncertainty_description}, model {model}",
+                    f"likely) by {uncertainty_description}, {run.by()}",
                     mrml.UNCERTAINTY_COLOR_NODE_IDS,
                 )
-            created["segmentation"] = mrml.add_segmentation(
+            segmentation = mrml.add_segmentation(
                 scene,
                 self.moduleLogic("Segmentations"),
                 labelmap,
                 inputVolumeNode,
                 f"{base} LiverXAI segmentation",
+            )
+            created["segmentation"] = segmentation
+            segmentation.SetDescription(f"Liver and tumour of {base} {run.by()}")
+            apply_terminology(segmentation)
+            rendering = self._show3D(inputVolumeNode, labelmap, segmentation, display)
+            transform_id = inputVolumeNode.GetTransformNodeID()
+            for node in created.values():  # outputs follow the input's parent transform
+                node.SetAndObserveTransformNodeID(transform_id)
+            tag_outputs([*created.values(), *rendering], inputVolumeNode, run.name, run.model)
+            folder = place_in_run_folder(
+                scene, inputVolumeNode, created.values(), f"LiverXAI {base} ({run.name})"
             )
             if showResults:
                 first_heatmap = next(
@@ -339,14 +442,77 @@ class LiverXAILogic:
                     None,
                 )
                 mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
-            transform_id = inputVolumeNode.GetTransformNodeID()
-            for node in created.values():  # outputs follow the input's parent transform
-                node.SetAndObserveTransformNodeID(transform_id)
+                bounds = segmentation_bounds(segmentation)
+                if bounds is not None:
+                    centre_3d_views(scene, bounds)
         except BaseException:
+            if folder:
+                subject_hierarchy(scene).RemoveItem(folder, False)
             mrml.remove_nodes_except(scene, existing)
             raise
         created["heatmaps"] = heatmap_ids
+        created["folder"] = folder
+        created["volumeRendering"] = rendering[0].GetID() if rendering else ""
         return created
+
+    def _show3D(
+        self, inputVolumeNode: Any, labelmap: Any, segmentation: Any, display: Display3D
+    ) -> list[Any]:
+        """Volume rendering (of the labels, and of the CT if asked) or surfaces; returns the
+        volume rendering display nodes made."""
+        made = []
+        if display.volume_rendering or display.ct_volume_rendering:
+            volume_rendering = self.moduleLogic("VolumeRendering")
+            made.append(show_labels_volume_rendering(volume_rendering, labelmap))
+            if display.ct_volume_rendering:
+                made.append(show_ct_volume_rendering(volume_rendering, inputVolumeNode))
+        set_3d_mode(
+            labelmap, segmentation, "volume-rendering" if display.volume_rendering else "surfaces"
+        )
+        return made
+
+    def setVolumeRendering(self, result: SegmentAndExplainResult, enabled: bool) -> None:
+        """Show a result in 3D as a volume rendering (``enabled``) or as surfaces."""
+        labelmap = self.scene.GetNodeByID(result.labelmapNodeID)
+        segmentation = self.scene.GetNodeByID(result.segmentationNodeID)
+        if labelmap is None or segmentation is None:
+            raise InputError("The result's nodes are no longer in the scene.")
+        if enabled and volume_rendering_display(labelmap) is None:
+            show_labels_volume_rendering(self.moduleLogic("VolumeRendering"), labelmap)
+        set_3d_mode(labelmap, segmentation, "volume-rendering" if enabled else "surfaces")
+
+    def centre3DViews(self, result: SegmentAndExplainResult) -> int:
+        """Aim every 3D view at the result's liver; returns the number of views moved."""
+        segmentation = self.scene.GetNodeByID(result.segmentationNodeID)
+        bounds = segmentation_bounds(segmentation) if segmentation is not None else None
+        return centre_3d_views(self.scene, bounds) if bounds is not None else 0
+
+    def previousResults(self, inputVolumeNode: Any) -> list[str]:
+        """Earlier LiverXAI runs on this input still in the scene ("model, date" each)."""
+        return previous_runs(self.scene, inputVolumeNode)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run: the model's name and when it ran (named in every output's description)."""
+
+    model: str
+    created: str
+    repeat: int = 1
+
+    @property
+    def name(self) -> str:
+        again = f" ({self.repeat})" if self.repeat > 1 else ""
+        return f"{self.model}, {self.created}{again}"
+
+    def by(self) -> str:
+        return f"by model {self.model}, {self.created}"
+
+
+@dataclass(frozen=True)
+class Display3D:
+    volume_rendering: bool = True
+    ct_volume_rendering: bool = False
 
 
 def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:

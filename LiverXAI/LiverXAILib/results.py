@@ -29,6 +29,10 @@ class SegmentAndExplainResult:
     explanationQuality: dict[str, Any] = field(default_factory=dict)
     lesions: list[dict[str, Any]] = field(default_factory=list)  # largest first
     integratedGradientsEstimateSeconds: float | None = None
+    run: str = ""  # "model, date": names the run in descriptions and the subject hierarchy
+    created: str = ""
+    resultFolderItemID: int = 0  # the run's subject hierarchy folder
+    volumeRenderingNodeID: str = ""  # the labelmap's volume rendering display node
 
     def summary(self) -> str:
         """A few lines for the module's results area and the console."""
