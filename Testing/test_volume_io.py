@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -11,7 +13,19 @@ from LiverXAILib.volume_io import read_volume, volume_stem, write_volume
 
 
 def write_dicom_series(image: sitk.Image, folder) -> None:
-    """A minimal CT DICOM series, one file per slice, with position and orientation tags."""
+    """A minimal CT DICOM series, one file per slice, with position and orientation tags.
+
+    SimpleITK's DICOM writer (GDCM) sets the process's C locale to "C", which would make
+    every later ``open()`` in the test session ASCII-only: the locale is put back after.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_series(image, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(image: sitk.Image, folder) -> None:
     folder.mkdir()
     direction = image.GetDirection()
     orientation = "\\".join(f"{v:.6f}" for v in (*direction[0:9:3], *direction[1:9:3]))
@@ -84,3 +98,16 @@ def test_stem_strips_volume_suffixes():
     assert volume_stem("a/case.nii.gz") == "case"
     assert volume_stem("b.seg.nrrd") == "b.seg"
     assert volume_stem("dicom_folder") == "dicom_folder"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_truncated_file_is_refused_instead_of_read_as_zeros(tmp_path, suffix):
+    """SimpleITK reads a NIfTI cut in half as a full volume padded with zeros."""
+    whole = tmp_path / f"whole{suffix}"
+    sitk.WriteImage(sitk.ReadImage(str(require(SAMPLE_SMALL_CT))), str(whole))
+    read_volume(whole)  # the complete file reads
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.nii(\.gz)? is (damaged or )?incomplete"):
+        read_volume(cut)

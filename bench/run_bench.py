@@ -326,7 +326,7 @@ def main() -> None:
     print()
     for label, value, unit, target in targets:
         print(f"  {label:<40} {value:8.2f}{unit:<2} target {target}")
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -86,11 +86,11 @@ class DataSplit:
     def write(self, path: str | Path) -> None:
         """Write the split as JSON (atomically), so a run can be repeated and audited."""
         with atomic_path(path, suffix=".json") as temporary:
-            temporary.write_text(json.dumps(self.to_dict(), indent=2))
+            temporary.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
     @classmethod
     def read(cls, path: str | Path) -> DataSplit:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         parts = {
             part: [Case(**c) for c in data.get(part, [])]
             for part in ("train", "validation", "test")
@@ -114,7 +114,7 @@ def _lits_cases(folder: Path) -> list[Case]:
 
 
 def _msd_cases(folder: Path) -> list[Case]:
-    description = json.loads((folder / "dataset.json").read_text())
+    description = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     entries = description.get("training") or []
     if not entries:  # no list: pair imagesTr and labelsTr by file name
         entries = [
@@ -132,7 +132,7 @@ def _msd_cases(folder: Path) -> list[Case]:
 
 
 def _csv_cases(path: Path) -> list[Case]:
-    with open(path, newline="") as stream:
+    with open(path, newline="", encoding="utf-8-sig") as stream:
         rows = list(csv.DictReader(stream))
     if not rows or not {"image", "label"} <= set(rows[0]):
         raise InputError(f"{path.name}: a CSV of cases needs an 'image,label' header line.")

@@ -177,12 +177,13 @@ def export_surfaces(
 
 
 def _rename_material(obj_path: Path, old: str, new: str) -> None:
-    lines = obj_path.read_text().splitlines(keepends=True)
+    lines = obj_path.read_text(encoding="utf-8").splitlines(keepends=True)
     for index, line in enumerate(lines):
         if line.startswith("mtllib") and line.split(maxsplit=1)[1].strip() == old:
             lines[index] = f"mtllib {new}\n"
             break
-    obj_path.write_text("".join(lines))  # still in the private folder: the rename is atomic
+    # still in the private folder: the rename is atomic
+    obj_path.write_text("".join(lines), encoding="utf-8")
 
 
 # DICOM SEG ----------------------------------------------------------------------------------

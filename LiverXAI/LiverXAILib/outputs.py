@@ -20,7 +20,9 @@ from .volume_io import write_volume
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+        temporary.write_text(
+            json.dumps(_finite(data), indent=2, default=str, allow_nan=False), encoding="utf-8"
+        )
 
 
 def _finite(value: Any) -> Any:

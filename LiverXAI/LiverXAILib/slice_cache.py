@@ -97,7 +97,7 @@ class SliceCache:
         manifest = folder / "manifest.json"
         if not manifest.is_file():
             return None
-        data = json.loads(manifest.read_text())
+        data = json.loads(manifest.read_text(encoding="utf-8"))
         return CachedCase(case.case_id, folder, int(data["count"]), tuple(data["slice_indices"]))
 
     def ensure(self, case: Case) -> tuple[CachedCase, bool]:
@@ -145,7 +145,7 @@ class SliceCache:
             targets.flush()
             del inputs, targets
             manifest = {"case": case.to_dict(), "count": len(indices), "slice_indices": indices}
-            (staging / "manifest.json").write_text(json.dumps(manifest))
+            (staging / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
             try:
                 os.replace(staging, folder)
             except OSError:  # another process finished the same entry first: keep theirs

@@ -36,7 +36,10 @@ def write_curves(history: Sequence[dict], path: str | Path) -> None:
 
 def write_history(path: str | Path, history: Sequence[dict]) -> None:
     """Write the epoch records as CSV (atomically)."""
-    with atomic_path(path, suffix=".csv") as temporary, open(temporary, "w", newline="") as stream:
+    with (
+        atomic_path(path, suffix=".csv") as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as stream,
+    ):
         writer = csv.DictWriter(stream, fieldnames=[k for k in history[0] if k != "event"])
         writer.writeheader()
         for row in history:

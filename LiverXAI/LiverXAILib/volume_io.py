@@ -6,6 +6,9 @@ Slicer's RAS. Writes are atomic: a temporary file beside the target, then a rena
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +40,53 @@ def _read_image(path: Path) -> sitk.Image:
         return reader.Execute()
     if not path.is_file():
         raise InputError(f"Input not found: {path}")
+    check_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"Cannot read {path.name} as a volume: {error}") from error
+        reason = str(error).split("sitk::ERROR:")[-1].strip().split("\n")[0]
+        raise InputError(f"Cannot read {path.name} as a volume: {reason}") from error
+
+
+def check_complete(path: Path) -> None:
+    """Refuse a truncated file: SimpleITK reads a cut-off NIfTI as if the rest were zeros.
+
+    A gzip file must reach its end-of-stream marker with a valid CRC; an uncompressed NIfTI-1
+    file must hold as many bytes as its header promises.
+    """
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 22):
+                    pass
+        except gzip.BadGzipFile as error:
+            raise InputError(
+                f"Cannot read {path.name} as a volume: it ends in .gz but holds no gzip data."
+            ) from error
+        except (EOFError, OSError, zlib.error) as error:
+            raise InputError(
+                f"{path.name} is damaged or incomplete (its compressed data ends early or "
+                f"fails its checksum: {error}). Copy the file again."
+            ) from error
+    elif name.endswith(".nii"):
+        with open(path, "rb") as stream:
+            header = stream.read(348)
+        if len(header) < 348:
+            return  # SimpleITK names a file too short for a header
+        for order in "<>":
+            if struct.unpack(order + "i", header[:4])[0] == 348:
+                dims = struct.unpack(order + "8h", header[40:56])
+                bitpix = struct.unpack(order + "h", header[72:74])[0]
+                offset = struct.unpack(order + "f", header[108:112])[0]
+                voxels = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(dims[0], 0)]]))
+                needed = int(offset) + voxels * bitpix // 8
+                if path.stat().st_size < needed:
+                    raise InputError(
+                        f"{path.name} is incomplete: its header promises {needed} bytes, the "
+                        f"file has {path.stat().st_size}. Copy the file again."
+                    )
+                return
 
 
 def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
