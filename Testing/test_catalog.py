@@ -289,3 +289,20 @@ def test_import_of_something_else_is_refused(models_dir, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         import_model(tmp_path / "absent.pt")
     assert not (models_dir / "models.json").exists()
+
+
+def test_models_command_lists_imports_and_names_errors(models_dir, small_checkpoint, capsys):
+    """``python -m LiverXAILib models``: the same catalog functions from a shell."""
+    from LiverXAILib.cli import main
+
+    assert main(["models", "import", str(small_checkpoint), "--name", "ward-unet"]) == 0
+    assert "ward-unet:" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "source", "available", "architecture", "sha256"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["unet-demo"][1:3] == ["bundled", "yes"]
+    assert rows["ward-unet"][1:3] == ["user", "yes"]
+    assert rows["ward-unet"][-1] == sha256_file(small_checkpoint)
+    assert main(["models", "download", "unet-demo"]) == 2  # bundled: nothing to download
+    assert "nothing to download" in capsys.readouterr().err

@@ -1,12 +1,16 @@
-"""Headless commands: ``python -m LiverXAILib segment | demo | train | evaluate``.
+"""Headless commands: ``python -m LiverXAILib segment | demo | train | evaluate | models``.
 
 ``segment`` reads a CT (NIfTI, NRRD or a DICOM series folder), runs the same
 ``LiverXAILogic`` as the Slicer module on a headless MRML scene (slicer-core), and writes
 ``STEM_label.nii.gz``, ``STEM_<method>_<class>.nii.gz`` (``gradcam``, ``gradcampp``, ``ig``),
 ``STEM_uncertainty.nii.gz``, ``STEM.seg.nrrd``, ``STEM_report.json``, ``STEM_report.html`` and
-``STEM_overview.png``. ``demo`` does that for the bundled sample CT and also saves the
-scene as ``scene.mrb``. ``train`` trains a network on a LiTS / MSD folder or a CSV of cases
-(JSON-line progress); ``evaluate`` writes the papers' metrics tables for one or more models.
+``STEM_overview.png``. Given a folder of cases (NIfTI/NRRD files, DICOM series sub-folders)
+it writes those files to ``OUT/<case>/`` for each case with one loaded model, plus
+``OUT/summary.csv``; cases already done are skipped unless ``--overwrite`` (see batch.py).
+``demo`` does that for the bundled sample CT and also saves the scene as ``scene.mrb``.
+``train`` trains a network on a LiTS / MSD folder or a CSV of cases (JSON-line progress);
+``evaluate`` writes the papers' metrics tables for one or more models; ``models`` lists,
+downloads and imports catalog models (see cli_models.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 from .augmentation import AUGMENTATIONS, DEFAULT_AUGMENTATIONS, parse_augmentations
+from .cli_models import add_models_parser, run_models
 from .constants import DEFAULT_MODEL, EXPLAINABLE_CLASSES
 from .errors import CheckpointError, InputError
 from .losses import LOSSES
@@ -60,6 +65,17 @@ def _baseline(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a value in HU or 'blurred'") from None
 
 
+def _export_formats(text: str) -> tuple[str, ...]:
+    from .exports import ExportError, check_formats
+
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return check_formats(text.split(","))
+    except ExportError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _progress(fraction: float, message: str) -> None:
     """Progress on stderr: one updating line on a terminal, plain lines in a log."""
     if sys.stderr.isatty():
@@ -83,22 +99,31 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
     input_node = add_volume_from_array(app.scene, array, ijk_to_ras, stem)
     logic = LiverXAILogic(app.scene, app.appLogic)
     result = logic.segmentAndExplain(
-        input_node,
-        model=args.model,
-        device=args.device,
-        explainClasses=args.explain,
-        batchSize=args.batch_size,
-        allowNonHU=args.allow_non_hu,
-        progressCallback=_progress,
-        explainMethods=args.methods,
-        camLayer=args.layer,
-        uncertainty=args.uncertainty,
-        integratedGradientsSteps=args.ig_steps,
-        integratedGradientsBaseline=args.ig_baseline,
+        input_node, progressCallback=_progress, **_segment_options(args)
     )
     if sys.stderr.isatty():
         print(file=sys.stderr)
     report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
+    if args.export:
+        from .exports import export_results
+
+        export_results(
+            app.scene,
+            input_node,
+            result,
+            Path(args.out),
+            args.export,
+            stem=stem,
+            dicom_series_dir=input_path if input_path.is_dir() else None,
+        )
+    if args.snapshot_3d:
+        from .display3d import segmentation_bounds
+        from .render3d import render_3d_view
+
+        logic.setVolumeRendering(result, True)
+        segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
+        bounds = segmentation_bounds(segmentation)
+        render_3d_view(app.scene, app.appLogic, Path(args.out) / f"{stem}_3d.png", bounds)
     if save_scene:
         # MRML writes a bundle only under an absolute folder: "demo-output" would fail
         scene_path = Path(args.out).resolve() / "scene.mrb"
@@ -114,6 +139,81 @@ def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = 
     write_json(Path(args.out) / f"{stem}_report.json", report)
     print(result.summary())
     return report
+
+
+def _segment_options(args: argparse.Namespace) -> dict:
+    """``segmentAndExplain`` keyword arguments from the segment / demo options."""
+    return {
+        "model": args.model,
+        "device": args.device,
+        "explainClasses": args.explain,
+        "batchSize": args.batch_size,
+        "allowNonHU": args.allow_non_hu,
+        "explainMethods": args.methods,
+        "camLayer": args.layer,
+        "uncertainty": args.uncertainty,
+        "integratedGradientsSteps": args.ig_steps,
+        "integratedGradientsBaseline": args.ig_baseline,
+    }
+
+
+def is_batch_input(path: Path) -> bool:
+    """A folder of cases: a folder that does not itself hold a DICOM series."""
+    from .batch_cases import has_dicom_series
+
+    return path.is_dir() and not has_dicom_series(path)
+
+
+def segment_folder(args: argparse.Namespace, input_dir: Path) -> int:
+    """Segment & Explain every case of a folder into ``args.out/<case>/`` with one loaded
+    model; prints the summary table. Returns 0 if every case is done (now or by an earlier
+    run), 1 if any failed or the run was cancelled. Ctrl-C or SIGTERM cancels after cleaning
+    up the case in progress; a second Ctrl-C stops at once (still leaving no partial case)."""
+    import signal
+    import threading
+
+    from .batch import process_files
+    from .batch_cases import find_cases
+    from .headless import create_headless_application
+    from .logic import LiverXAILogic
+
+    cases = find_cases(input_dir)
+    app = create_headless_application()
+    logic = LiverXAILogic(app.scene, app.appLogic)
+    cancel = threading.Event()
+    previous = {}
+
+    def on_signal(number, _frame) -> None:
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        name = signal.Signals(number).name
+        print(f"\n{name}: stopping after cleaning up the current case", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, on_signal)
+    try:
+        result = process_files(
+            logic,
+            cases,
+            args.out,
+            progress=_progress,
+            cancel=cancel,
+            overwrite=args.overwrite,
+            export_formats=args.export,
+            **_segment_options(args),
+        )
+    except KeyboardInterrupt:
+        print(f"\nInterrupted; no partial case was left in {args.out}", file=sys.stderr)
+        return 130
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(result.format_table())
+    print(f"{result.describe()}; summary: {result.summary_path}")
+    return 0 if result.ok else 1
 
 
 def _peak_rss_mb() -> float | None:
@@ -158,6 +258,18 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         type=_baseline,
         help="Integrated Gradients baseline: a value in HU (default -1000, air) or 'blurred'",
     )
+    parser.add_argument(
+        "--export",
+        default=(),
+        type=_export_formats,
+        help="also export: nrrd (volumes), stl, obj (surfaces, LPS), dicom-seg (needs a DICOM "
+        "series input), nifti; comma-separated",
+    )
+    parser.add_argument(
+        "--snapshot-3d",
+        action="store_true",
+        help="render the 3D view offscreen to STEM_3d.png (single case; needs OpenGL/EGL)",
+    )
     parser.add_argument("--batch-size", default=16, type=int)
     parser.add_argument(
         "--allow-non-hu",
@@ -174,11 +286,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m LiverXAILib", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    segment = commands.add_parser("segment", help="segment and explain a CT file or DICOM folder")
-    segment.add_argument("input", type=Path, help="NIfTI/NRRD file or DICOM series folder")
+    segment = commands.add_parser(
+        "segment",
+        help="segment and explain a CT file, a DICOM folder, or a folder of cases",
+        description="Segment and explain one CT (written to OUT) or every case of a folder "
+        "(NIfTI/NRRD files and DICOM series sub-folders, each written to OUT/<case>/, with "
+        "OUT/summary.csv). Exit status: 0 all cases done or skipped, 1 a case failed or the run "
+        "was cancelled, 2 unusable input or options.",
+    )
+    segment.add_argument(
+        "input",
+        type=Path,
+        help="NIfTI/NRRD file, DICOM series folder, or folder of cases (files and series folders)",
+    )
     _add_segment_options(segment)
+    segment.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="folder of cases: redo cases already done (default: skip them)",
+    )
     demo = commands.add_parser("demo", help="segment and explain the bundled sample CT")
     _add_segment_options(demo)
+    add_models_parser(commands)
     train = commands.add_parser(
         "train",
         help="train a network on a LiTS/MSD folder or a CSV of cases",
@@ -368,7 +497,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
     files = write_report(evaluations, args.out)
     json_log({"event": "done", **{f"{k}": str(v) for k, v in files.items()}})
-    print(Path(files["metrics_md"]).read_text() if "metrics_md" in files else "")
+    print(Path(files["metrics_md"]).read_text(encoding="utf-8") if "metrics_md" in files else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "segment":
+            if is_batch_input(args.input):
+                return segment_folder(args, args.input)
             segment_file(args, args.input)
         elif args.command == "demo":
             segment_file(args, SAMPLE_CT, save_scene=True)
@@ -385,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             run_train(args)
         elif args.command == "evaluate":
             run_evaluate(args)
+        elif args.command == "models":
+            run_models(args)
     except (InputError, CheckpointError, Cancelled, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
