@@ -27,8 +27,10 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 if MODULE_DIR not in sys.path:
     sys.path.insert(0, MODULE_DIR)
 
+from LiverXAILib import dependencies  # noqa: E402
 from LiverXAILib.errors import Cancelled, NotHounsfieldError  # noqa: E402
 from LiverXAILib.logic import LiverXAILogic  # noqa: E402, F401
+from LiverXAILib.remembered_settings import load_settings, save_settings  # noqa: E402
 
 SAMPLE_CT = os.path.join(MODULE_DIR, "Resources", "Data", "TotalSegmentatorExampleCT.nii.gz")
 SAMPLE_CT_SHA256 = "dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1"
@@ -97,9 +99,24 @@ class LiverXAIParameterNode:
     camLayer: str = ""  # "" = the model's default layer
     integratedGradientsSteps: Annotated[int, WithinRange(2, 256)] = 32
     integratedGradientsBaseline: Annotated[str, Choice(["air", "water", "blurred"])] = "air"
+    volumeRendering: bool = True
+    ctVolumeRendering: bool = False
+    exportNifti: bool = True
+    exportNrrd: bool = False
+    exportStl: bool = False
+    exportObj: bool = False
+    exportDicomSeg: bool = False
+    exportFolder: str = ""
 
 
 IG_BASELINES = {"air": -1000.0, "water": 0.0, "blurred": "blurred"}
+EXPORT_FORMATS = {
+    "nifti": "exportNifti",
+    "nrrd": "exportNrrd",
+    "stl": "exportStl",
+    "obj": "exportObj",
+    "dicom-seg": "exportDicomSeg",
+}
 
 
 class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -115,6 +132,10 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastResult = None
         self._lastInput = None
         self._layers: list[str] = []
+        self._catalog: dict[str, dict] = {}
+        self._dependenciesChecked = False
+        self._describedDevice = None
+        self._existingResults = "keep"
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -128,10 +149,15 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.modelSelector.currentTextChanged.connect(self.onModelSelected)
+        self.ui.modelSelector.currentIndexChanged.connect(self.onModelSelected)
         self.ui.camLayerSelector.currentIndexChanged.connect(self.onLayerSelected)
         self.ui.reviewTable.cellClicked.connect(self.onReviewRowClicked)
         self.ui.openReportButton.clicked.connect(self.onOpenReportButton)
+        self.ui.downloadModelButton.clicked.connect(self.onDownloadModelButton)
+        self.ui.importModelButton.clicked.connect(self.onImportModelButton)
+        self.ui.exportFolderButton.clicked.connect(self.onExportFolderButton)
+        self.ui.exportButton.clicked.connect(self.onExportButton)
+        self.ui.volumeRenderingCheckBox.toggled.connect(self.onVolumeRenderingToggled)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.initializeParameterNode()
@@ -148,12 +174,20 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def refreshModelList(self) -> None:
         """Re-read the model catalog (bundled and registered models), keeping the choice."""
         combo = self.ui.modelSelector
-        current = combo.currentText
+        current = combo.currentData
         combo.blockSignals(True)
         combo.clear()
-        combo.addItems(self.logic.availableModels())
-        if current and combo.findText(current) >= 0:
-            combo.setCurrentIndex(combo.findText(current))
+        try:
+            entries = self.logic.modelCatalog()
+        except Exception as error:  # a damaged user catalog: say so, keep the bundled models
+            slicer.util.errorDisplay(f"The model catalog could not be read: {error}")
+            entries = []
+        self._catalog = {entry["name"]: entry for entry in entries}
+        for entry in entries:
+            waiting = entry["source"] == "download" and not entry["available"]
+            combo.addItem(entry["name"] + (" (not downloaded)" if waiting else ""), entry["name"])
+        if current and combo.findData(current) >= 0:
+            combo.setCurrentIndex(combo.findData(current))
         combo.blockSignals(False)
 
     def refreshLayerList(self) -> None:
@@ -192,11 +226,19 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.SetAttribute("ModuleName", "LiverXAI")
             node.SetHideFromEditors(True)
             node = slicer.mrmlScene.AddNode(node)
+        fresh = not node.GetParameterNames()  # read before the wrapper writes its defaults
         self.setParameterNode(LiverXAIParameterNode(node))
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first:
                 self._parameterNode.inputVolume = first
+        if fresh:  # a new scene: start from the choices remembered in Slicer's settings
+            remembered = load_settings(qt.QSettings())
+            params = self._parameterNode
+            params.device = remembered["device"]
+            params.batchSize = remembered["batchSize"]
+            params.explainLiver = "liver" in remembered["explainClasses"]
+            params.explainTumor = "tumor" in remembered["explainClasses"]
 
     def setParameterNode(self, parameterNode: LiverXAIParameterNode | None) -> None:
         if self._parameterNode:
@@ -215,17 +257,25 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if params is None:  # the scene was closed (possibly during a run)
             return
         combo = self.ui.modelSelector
-        if combo.findText(params.model) < 0:  # e.g. a checkpoint named in a saved scene
-            combo.addItem(params.model)
-        if combo.currentText != params.model:
+        if combo.findData(params.model) < 0:  # e.g. a checkpoint named in a saved scene
+            combo.addItem(params.model, params.model)
+        if combo.currentData != params.model:
             combo.blockSignals(True)
-            combo.setCurrentIndex(combo.findText(params.model))
+            combo.setCurrentIndex(combo.findData(params.model))
             combo.blockSignals(False)
-        self.ui.deviceInfoLabel.text = self.logic.describeDevice(params.device)
+        entry = self._catalog.get(params.model, {})
+        self.ui.downloadModelButton.enabled = entry.get("source") == "download" and not entry.get(
+            "available"
+        )
+        self.ui.exportButton.enabled = self._lastResult is not None and bool(params.exportFolder)
+        if self._describedDevice != params.device:  # describing imports torch: only on change
+            self._describedDevice = params.device
+            self.ui.deviceInfoLabel.text = dependencies.device_sentence(params.device)
         running = self._cancelEvent is not None
         self.ui.applyButton.enabled = bool(params.inputVolume) and not running
 
-    def onModelSelected(self, name: str) -> None:
+    def onModelSelected(self, index: int) -> None:
+        name = self.ui.modelSelector.itemData(index) if index >= 0 else None
         if self._parameterNode and name:
             self._parameterNode.model = name
             self._parameterNode.camLayer = ""
@@ -248,12 +298,101 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Write the HTML report into a temporary folder and open it in the browser."""
         import tempfile
 
-        import qt
-
         with slicer.util.tryWithErrorDisplay("Writing the report failed.", waitCursor=True):
             folder = tempfile.mkdtemp(prefix="LiverXAI-report-")
             path = self.logic.writeReport(self._lastResult, self._lastInput, folder)
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
+
+    def onDownloadModelButton(self) -> None:
+        """Download the selected catalog model (verified by SHA-256, then cached)."""
+        name = self._parameterNode.model
+        with slicer.util.tryWithErrorDisplay(f"Downloading {name} failed.", waitCursor=True):
+            self._cancelEvent = threading.Event()
+            self.ui.cancelButton.enabled = True
+            try:
+                self.logic.downloadModel(name, self.onProgress, self._cancelEvent)
+            finally:
+                self._cancelEvent = None
+                self.ui.cancelButton.enabled = False
+                self.ui.progressBar.setFormat("%p%")
+            self.refreshModelList()
+            self.refreshLayerList()
+            self._update()
+
+    def onImportModelButton(self) -> None:
+        """Add a model file given to the user (offline sites): verified, then catalogued."""
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), "Import model", "", "PyTorch checkpoints (*.pt *.pth)"
+        )
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("Importing the model failed.", waitCursor=True):
+            entry = self.logic.importModel(path)
+            self.refreshModelList()
+            self._parameterNode.model = entry["name"]
+            slicer.util.infoDisplay(f"Model {entry['name']} added (SHA-256 {entry['sha256']}).")
+
+    def onExportFolderButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), "Export folder", self._parameterNode.exportFolder
+        )
+        if folder:
+            self._parameterNode.exportFolder = folder
+
+    def onExportButton(self) -> None:
+        """Write the last result in the checked formats into the export folder."""
+        params = self._parameterNode
+        formats = [name for name, field in EXPORT_FORMATS.items() if getattr(params, field)]
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            written = self.logic.exportResults(
+                self._lastResult, self._lastInput, params.exportFolder, formats
+            )
+            count = sum(len(paths) for paths in written.values())
+            slicer.util.infoDisplay(f"{count} files written to {params.exportFolder}.")
+
+    def onVolumeRenderingToggled(self, enabled: bool) -> None:
+        """The one 3D switch: volume rendering or surfaces, for the last result too."""
+        if self._lastResult is not None:
+            with slicer.util.tryWithErrorDisplay("Could not change the 3D display."):
+                self.logic.setVolumeRendering(self._lastResult, enabled)
+
+    def _ensureDependencies(self) -> bool:
+        """On first use: find missing packages and, after asking, install them."""
+        if self._dependenciesChecked:
+            return True
+        plan = dependencies.check()
+        if not plan.satisfied:
+            if not slicer.util.confirmOkCancelDisplay(
+                plan.question(), windowTitle="LiverXAI: install Python packages"
+            ):
+                return False
+            with slicer.util.tryWithErrorDisplay("Installing the Python packages failed."):
+                dependencies.install(plan)
+            if not dependencies.check().satisfied:
+                return False
+            if plan.restart_recommended:
+                slicer.util.infoDisplay("Restart Slicer so that the upgraded packages are used.")
+            self._describedDevice = None
+        self._dependenciesChecked = True
+        return True
+
+    def _previousResultsChoice(self) -> str | None:
+        """ "keep" or "replace" earlier results for this input (asked), None to stop."""
+        runs = self.logic.previousResults(self._parameterNode.inputVolume)
+        if not runs:
+            return "keep"
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle("LiverXAI: earlier results")
+        box.setText(
+            f"{self._parameterNode.inputVolume.GetName()} already has LiverXAI results "
+            f"({'; '.join(runs)}). Replace them, or keep both?"
+        )
+        replace = box.addButton("Replace", qt.QMessageBox.AcceptRole)
+        keep = box.addButton("Keep both", qt.QMessageBox.AcceptRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.exec_()
+        clicked = box.clickedButton()
+        return "replace" if clicked == replace else "keep" if clicked == keep else None
 
     def onCancelButton(self) -> None:
         if self._cancelEvent is not None:
@@ -266,7 +405,13 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.app.processEvents()  # lets the Cancel button be clicked
 
     def onApplyButton(self) -> None:
+        if not self._ensureDependencies():
+            return
+        existing = self._previousResultsChoice()
+        if existing is None:
+            return
         with slicer.util.tryWithErrorDisplay("Segment & Explain failed.", waitCursor=True):
+            self._existingResults = existing
             self._cancelEvent = threading.Event()
             self.ui.cancelButton.enabled = True
             self.ui.resultsLabel.text = ""
@@ -313,6 +458,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if wanted
         ]
         self._lastInput = params.inputVolume
+        save_settings(qt.QSettings(), params.device, params.batchSize, explainClasses)
         return self.logic.segmentAndExplain(
             params.inputVolume,
             model=params.model,
@@ -328,6 +474,9 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             uncertainty=params.uncertainty,
             integratedGradientsSteps=params.integratedGradientsSteps,
             integratedGradientsBaseline=IG_BASELINES[params.integratedGradientsBaseline],
+            existingResults=self._existingResults,
+            volumeRendering=params.volumeRendering,
+            ctVolumeRendering=params.ctVolumeRendering,
         )
 
     def _showResult(self, result) -> None:
@@ -349,6 +498,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             label=slicer.mrmlScene.GetNodeByID(result.labelmapNodeID),
             fit=True,
         )
+        self.logic.centre3DViews(result)
+        self._update()
 
 
 class LiverXAITest(ScriptedLoadableModuleTest):
@@ -362,6 +513,8 @@ class LiverXAITest(ScriptedLoadableModuleTest):
         self.test_SegmentAndExplainOnSample()
         self.setUp()
         self.test_CancelLeavesSceneUnchanged()
+        self.setUp()
+        self.test_RerunReplacesAndVolumeRenderingSwitches()
 
     def test_SegmentAndExplainOnSample(self):
         import numpy as np
@@ -412,6 +565,26 @@ class LiverXAITest(ScriptedLoadableModuleTest):
         with self.assertRaises(Cancelled):
             LiverXAILogic().segmentAndExplain(inputNode, cancelEvent=cancelEvent)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+
+    def test_RerunReplacesAndVolumeRenderingSwitches(self):
+        """3D in the real application: volume rendering, surfaces, terminology, re-runs."""
+        logic = LiverXAILogic()
+        inputNode = slicer.util.loadVolume(SAMPLE_CT)
+        first = logic.segmentAndExplain(inputNode, uncertainty="none")
+        rendering = slicer.mrmlScene.GetNodeByID(first.volumeRenderingNodeID)
+        self.assertTrue(rendering.GetVisibility())
+        segmentation = slicer.mrmlScene.GetNodeByID(first.segmentationNodeID)
+        logic.setVolumeRendering(first, False)
+        self.assertFalse(rendering.GetVisibility())
+        self.assertTrue(segmentation.GetDisplayNode().GetVisibility3D())
+        segment = segmentation.GetSegmentation().GetSegment(
+            segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver")
+        )
+        self.assertIn("SCT^10200004^Liver", segment.GetTerminology())
+        self.assertGreaterEqual(logic.centre3DViews(first), 1)  # the application's 3D view
+        second = logic.segmentAndExplain(inputNode, uncertainty="none", existingResults="replace")
+        self.assertIsNone(slicer.mrmlScene.GetNodeByID(first.labelmapNodeID))
+        self.assertEqual(logic.previousResults(inputNode), [second.run])
 
     def _assertSameBox(self, reference, node) -> None:
         import numpy as np

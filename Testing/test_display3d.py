@@ -51,9 +51,8 @@ def test_labels_are_volume_rendered_liver_faint_tumour_bright_and_surfaces_are_t
         assert opacity.GetValue(value) == pytest.approx(LABEL_OPACITY[name])
     assert opacity.GetValue(0) == 0 < opacity.GetValue(1) < opacity.GetValue(2)
     # flat steps around each label value: no ramp blending liver into tumour
-    assert opacity.GetValue(1.4) == opacity.GetValue(1) and opacity.GetValue(
-        1.6
-    ) == opacity.GetValue(2)
+    assert opacity.GetValue(1.4) == pytest.approx(opacity.GetValue(1))
+    assert opacity.GetValue(1.6) == pytest.approx(opacity.GetValue(2))
 
     logic.setVolumeRendering(result, False)
     assert not rendering.GetVisibility() and segmentation.GetDisplayNode().GetVisibility3D()

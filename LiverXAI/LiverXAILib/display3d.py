@@ -20,8 +20,10 @@ from .constants import CLASS_COLORS, CLASS_NAMES
 CT_PRESET = Path(__file__).resolve().parents[1] / "Resources" / "VolumeRendering"
 CT_PRESET_FILE = CT_PRESET / "LiverXAI-CT-SoftTissue.vp"
 LABEL_PROPERTY_NAME = "LiverXAI liver and tumour"
-# Opacity per unit length of ray: a faint liver lets an opaque tumour show through it.
-LABEL_OPACITY = {"background": 0.0, "liver": 0.08, "tumor": 0.9}
+# Opacity per millimetre of ray: 10 cm of liver let about half the light through, so tumours
+# deep inside stay visible; 2 mm of tumour are nearly opaque.
+LABEL_OPACITY = {"background": 0.0, "liver": 0.006, "tumor": 0.7}
+OPACITY_UNIT_DISTANCE_MM = 1.0
 MODES = ("volume-rendering", "surfaces")
 
 
@@ -39,6 +41,7 @@ def label_volume_property(volume_property: Any) -> None:
     volume_property.SetColor(colors)
     volume_property.SetScalarOpacity(opacity)
     volume_property.SetGradientOpacity(gradient)
+    volume_property.SetScalarOpacityUnitDistance(OPACITY_UNIT_DISTANCE_MM)
     volume_property.SetInterpolationTypeToNearest()
     volume_property.ShadeOn()
     volume_property.SetAmbient(0.3)

@@ -304,6 +304,53 @@ class LiverXAILogic:
             volumeRenderingNodeID=nodes["volumeRendering"],
         )
 
+    # Batch ----------------------------------------------------------------------------------
+    def processFiles(
+        self,
+        inputPaths: Sequence[str | Path],
+        outputDir: str | Path,
+        progressCallback: Callable[[float, str], None] | None = None,
+        cancelEvent: threading.Event | None = None,
+        overwrite: bool = False,
+        keepInScene: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Segment & Explain each file (NIfTI, NRRD or DICOM series folder) into
+        ``outputDir/<case>/`` with one loaded model, going on past a bad case; writes
+        ``summary.csv`` and adds a table node "LiverXAI batch summary". ``options`` go to
+        ``segmentAndExplain``. Returns the ``BatchResult`` (rows, ``tableNode``)."""
+        from .batch import process_files
+
+        result = process_files(
+            self,
+            inputPaths,
+            outputDir,
+            progress=progressCallback,
+            cancel=cancelEvent,
+            overwrite=overwrite,
+            keep_in_scene=keepInScene,
+            **options,
+        )
+        result.tableNode = result.to_table_node(self.scene)
+        return result
+
+    def processFolder(
+        self,
+        inputDir: str | Path,
+        outputDir: str | Path,
+        progressCallback: Callable[[float, str], None] | None = None,
+        cancelEvent: threading.Event | None = None,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> Any:
+        """``processFiles`` for every case in a folder: NIfTI/NRRD files and DICOM series
+        sub-folders (hidden files, our own outputs and other files are ignored)."""
+        from .batch_cases import find_cases
+
+        return self.processFiles(
+            find_cases(inputDir), outputDir, progressCallback, cancelEvent, overwrite, **options
+        )
+
     def writeReport(
         self, result: SegmentAndExplainResult, inputVolumeNode: Any, outputDir: Any
     ) -> Path:
