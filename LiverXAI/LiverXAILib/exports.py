@@ -254,7 +254,8 @@ def prepare_dicom_seg(
         import highdicom  # noqa: F401
     except ImportError as error:
         raise DicomSegError(
-            "DICOM SEG export needs the highdicom package (pip install highdicom)."
+            "DICOM SEG export needs the QuantitativeReporting extension (in Slicer) or the "
+            "highdicom package (slicer.util.pip_install('highdicom') or pip install highdicom)."
         ) from error
     series = dicom_seg.read_headers(files)
     if not series:
