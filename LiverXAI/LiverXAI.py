@@ -131,6 +131,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelEvent: threading.Event | None = None
         self._lastResult = None
         self._lastInput = None
+        self._runInput = None
         self._layers: list[str] = []
         self._catalog: dict[str, dict] = {}
         self._dependenciesChecked = False
@@ -213,6 +214,15 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._forgetResult()  # its nodes go with the scene
+
+    def _forgetResult(self) -> None:
+        self._lastResult = None
+        self._lastInput = None
+        self.ui.resultsLabel.text = ""
+        self.ui.reviewTable.setRowCount(0)
+        self.ui.openReportButton.enabled = False
+        self.ui.exportButton.enabled = False
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -263,16 +273,18 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.blockSignals(True)
             combo.setCurrentIndex(combo.findData(params.model))
             combo.blockSignals(False)
-        entry = self._catalog.get(params.model, {})
-        self.ui.downloadModelButton.enabled = entry.get("source") == "download" and not entry.get(
-            "available"
-        )
-        self.ui.exportButton.enabled = self._lastResult is not None and bool(params.exportFolder)
         if self._describedDevice != params.device:  # describing imports torch: only on change
             self._describedDevice = params.device
             self.ui.deviceInfoLabel.text = dependencies.device_sentence(params.device)
-        running = self._cancelEvent is not None
+        running = self._cancelEvent is not None  # a run or a download: one at a time
+        entry = self._catalog.get(params.model, {})
+        downloadable = entry.get("source") == "download" and not entry.get("available")
         self.ui.applyButton.enabled = bool(params.inputVolume) and not running
+        self.ui.downloadModelButton.enabled = downloadable and not running
+        self.ui.importModelButton.enabled = not running
+        self.ui.exportButton.enabled = (
+            self._lastResult is not None and bool(params.exportFolder) and not running
+        )
 
     def onModelSelected(self, index: int) -> None:
         name = self.ui.modelSelector.itemData(index) if index >= 0 else None
@@ -309,6 +321,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(f"Downloading {name} failed.", waitCursor=True):
             self._cancelEvent = threading.Event()
             self.ui.cancelButton.enabled = True
+            self._update()
             try:
                 self.logic.downloadModel(name, self.onProgress, self._cancelEvent)
             finally:
@@ -329,7 +342,9 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Importing the model failed.", waitCursor=True):
             entry = self.logic.importModel(path)
             self.refreshModelList()
+            self._parameterNode.camLayer = ""  # the new model's default layer
             self._parameterNode.model = entry["name"]
+            self.refreshLayerList()
             slicer.util.infoDisplay(f"Model {entry['name']} added (SHA-256 {entry['sha256']}).")
 
     def onExportFolderButton(self) -> None:
@@ -457,7 +472,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             if wanted
         ]
-        self._lastInput = params.inputVolume
+        self._runInput = params.inputVolume
         save_settings(qt.QSettings(), params.device, params.batchSize, explainClasses)
         return self.logic.segmentAndExplain(
             params.inputVolume,
@@ -481,6 +496,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showResult(self, result) -> None:
         self._lastResult = result
+        self._lastInput = self._runInput  # the CT this result was made from
         self.ui.resultsLabel.text = result.summary()
         table = self.ui.reviewTable
         table.setRowCount(len(result.reviewItems))

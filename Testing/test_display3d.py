@@ -73,14 +73,32 @@ def test_surfaces_only_when_volume_rendering_is_off(sample):
 def test_ct_volume_rendering_uses_the_shipped_preset_and_leaves_the_voxels_alone(sample):
     app, node, logic = sample
     before = slicer.util.arrayFromVolume(node).copy()
-    logic.segmentAndExplain(node, ctVolumeRendering=True, **FAST)
-    ct_rendering = volume_rendering_display(node)
-    assert ct_rendering is not None and ct_rendering.GetVisibility()
+    # the user's own rendering of the CT, which LiverXAI must neither change nor remove
+    users = app.appLogic.GetModuleLogic("VolumeRendering").CreateDefaultVolumeRenderingNodes(node)
+    users_opacity = users.GetVolumePropertyNode().GetVolumeProperty().GetScalarOpacity()
+    users_points = users_opacity.GetSize()
+    storage_before = app.scene.GetNumberOfNodesByClass("vtkMRMLVolumePropertyStorageNode")
+    result = logic.segmentAndExplain(node, ctVolumeRendering=True, **FAST)
+    renderings = [
+        node.GetNthDisplayNode(i)
+        for i in range(node.GetNumberOfDisplayNodes())
+        if node.GetNthDisplayNode(i).IsA("vtkMRMLVolumeRenderingDisplayNode")
+    ]
+    assert len(renderings) == 2 and renderings[0] is users
+    assert users_opacity.GetSize() == users_points  # untouched
+    ct_rendering = renderings[1]
+    assert ct_rendering.GetVisibility()
+    # the preset was read through a storage node that must not stay in the scene
+    assert app.scene.GetNumberOfNodesByClass("vtkMRMLVolumePropertyStorageNode") == storage_before
     opacity = ct_rendering.GetVolumePropertyNode().GetVolumeProperty().GetScalarOpacity()
     preset_points = CT_PRESET_FILE.read_text().splitlines()[6].split()
     assert opacity.GetSize() == int(preset_points[0]) // 2
     assert opacity.GetValue(-500) == 0.0 and opacity.GetValue(150) > 0.0  # air clear, tissue
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
+    # replacing the run removes LiverXAI's CT rendering, not the user's
+    logic.segmentAndExplain(node, existingResults="replace", **FAST)
+    assert users.GetScene() is not None and ct_rendering.GetScene() is None
+    assert app.scene.GetNodeByID(result.labelmapNodeID) is None
 
 
 def test_segments_carry_snomed_codes_that_slicer_reads_back(sample):

@@ -28,7 +28,9 @@ def fold_batch_norm(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
             continue
         children = list(module.named_children())
         for (conv_name, conv), (norm_name, norm) in zip(children, children[1:], strict=False):
-            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+            # exact types: a subclass may change what the layer computes (e.g. weight
+            # standardisation in TransUNet's StdConv2d)
+            if not (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d):
                 continue
             if (f"{name}.{conv_name}" if name else conv_name) in kept:
                 continue

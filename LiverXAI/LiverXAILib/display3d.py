@@ -63,18 +63,26 @@ def show_labels_volume_rendering(volume_rendering_logic: Any, labelmap_node: Any
 def show_ct_volume_rendering(volume_rendering_logic: Any, ct_node: Any) -> Any:
     """Volume render the CT with the shipped soft-tissue preset; returns the display node.
 
-    Only a display node is added to the CT: its voxels and geometry are untouched.
+    A new display node is added to the CT (a rendering the user made stays as it was), and
+    only a display node: the CT's voxels and geometry are untouched.
     """
+    scene = ct_node.GetScene()
     preset = volume_rendering_logic.AddVolumePropertyFromFile(str(CT_PRESET_FILE))
     if preset is None:
         raise RuntimeError(f"Could not read the volume rendering preset {CT_PRESET_FILE}.")
     try:
-        display = volume_rendering_logic.CreateDefaultVolumeRenderingNodes(ct_node)
-        display.GetVolumePropertyNode().Copy(preset)
-        display.GetVolumePropertyNode().SetName(f"{ct_node.GetName()} soft tissue")
+        display = scene.AddNode(volume_rendering_logic.CreateVolumeRenderingDisplayNode())
+        ct_node.AddAndObserveDisplayNodeID(display.GetID())
+        volume_rendering_logic.UpdateDisplayNodeFromVolumeNode(display, ct_node)
+        property_node = display.GetVolumePropertyNode()
+        property_node.GetVolumeProperty().DeepCopy(preset.GetVolumeProperty())
+        property_node.SetName(f"{ct_node.GetName()} soft tissue")
         display.SetVisibility(True)
-    finally:
-        preset.GetScene().RemoveNode(preset)
+    finally:  # the preset was only read: neither it nor its storage node stays
+        storage = preset.GetStorageNode()
+        scene.RemoveNode(preset)
+        if storage is not None:
+            scene.RemoveNode(storage)
     return display
 
 

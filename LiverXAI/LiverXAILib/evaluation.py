@@ -310,10 +310,11 @@ class _ModelRun:
 
     name: str
     path: Path
-    model: torch.nn.Module
+    model: torch.nn.Module  # the engine's network (BatchNorm folded, on the device)
     metadata: CheckpointMetadata
     training_data: list[str]
     engine: SliceInferenceEngine
+    parameters: int = 0  # of the network as trained (folding drops the BatchNorm parameters)
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((3, 3), dtype=np.int64))
     ce_sums: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
     ce_counts: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.int64))
@@ -428,7 +429,13 @@ def evaluate_models(
         engine = SliceInferenceEngine(model, metadata.input_spec(), torch_device)
         runs.append(
             _ModelRun(
-                name, path, engine.model, metadata, _training_data(model_ref, metadata), engine
+                name,
+                path,
+                engine.model,
+                metadata,
+                _training_data(model_ref, metadata),
+                engine,
+                parameters=count_parameters(model),
             )
         )
         runs[-1].seconds += time.perf_counter() - mark
@@ -481,7 +488,7 @@ def evaluate_models(
             input_size=tuple(run.metadata.input_size),
             num_slices=run.metadata.num_slices,
             training_data=run.training_data,
-            parameters=count_parameters(run.model),
+            parameters=run.parameters,
             confusion=run.confusion,
             cross_entropy=float(run.ce_sums.sum() / max(run.ce_counts.sum(), 1)),
             cross_entropy_per_class={

@@ -104,7 +104,9 @@ def _dependent_nodes(node: Any) -> list[Any]:
     MRML leaves them behind when the node itself is removed."""
     found = []
     if node.IsA("vtkMRMLVolumeRenderingDisplayNode"):
-        found += [n for n in (node.GetVolumePropertyNode(), node.GetROINode()) if n]
+        for owned in (node.GetVolumePropertyNode(), node.GetROINode()):
+            if owned is not None:
+                found += [owned, *_dependent_nodes(owned)]
     for index in range(getattr(node, "GetNumberOfDisplayNodes", lambda: 0)()):
         display = node.GetNthDisplayNode(index)
         if display is not None:
