@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,18 @@ from .display3d import (
     centre_3d_views,
     segmentation_bounds,
     set_3d_mode,
-    show_ct_volume_rendering,
     show_labels_volume_rendering,
     volume_rendering_display,
 )
 from .errors import Cancelled, InputError, NotHounsfieldError
-from .orientation import CanonicalOrientation, canonical_orientation
+from .orientation import canonical_orientation
+from .output_nodes import Display3D, RunInfo, add_output_nodes
 from .result_nodes import (
-    place_in_run_folder,
     previous_outputs,
     previous_runs,
     remove_outputs,
-    subject_hierarchy,
-    tag_outputs,
 )
 from .results import SegmentAndExplainResult
-from .terminology import apply_terminology
 
 EXISTING_RESULTS = ("keep", "replace")
 
@@ -244,7 +239,9 @@ class LiverXAILogic:
         run = RunInfo(Path(str(model)).name, time.strftime("%Y-%m-%d %H:%M:%S"))
         while run.name in previous_runs(self.scene, inputVolumeNode):  # two runs in a second
             run = RunInfo(run.model, run.created, run.repeat + 1)
-        nodes = self._addOutputNodes(
+        nodes = add_output_nodes(
+            self.scene,
+            self.moduleLogic,
             inputVolumeNode,
             result.orientation,
             result.labels,
@@ -403,121 +400,6 @@ class LiverXAILogic:
         vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, vtkMRMLSliceNode.OffsetJumpSlice)
         return r, a, s
 
-    def _addOutputNodes(
-        self,
-        inputVolumeNode: Any,
-        orientation: CanonicalOrientation,
-        labels: np.ndarray,
-        heatmaps: dict[str, dict[int, np.ndarray]],
-        uncertainty: np.ndarray | None,
-        uncertainty_description: str,
-        run: RunInfo,
-        showResults: bool,
-        display: Display3D,
-    ) -> dict[str, Any]:
-        """Create every output node, or none: on failure the nodes made so far are removed.
-
-        Returns the nodes by role; ``"heatmaps"`` maps method → class name → node ID,
-        ``"folder"`` is the run's subject hierarchy folder.
-        """
-        from .explain import METHODS, NORMALIZATION_DESCRIPTIONS
-
-        scene = self.scene
-        base = inputVolumeNode.GetName()
-        created: dict[str, Any] = {}
-        heatmap_ids: dict[str, dict[str, str]] = {}
-        existing = mrml.node_ids(scene)
-        folder = 0
-        try:
-            labelmap = mrml.add_output_volume(
-                scene, inputVolumeNode, orientation.invert(labels), f"{base} LiverXAI labels", True
-            )
-            created["labelmap"] = labelmap
-            mrml.style_labelmap(scene, labelmap)
-            labelmap.SetDescription(
-                f"LiverXAI labels (0 background, 1 liver, 2 tumor) of {base} {run.by()}"
-            )
-            for method, per_class in heatmaps.items():
-                info = METHODS[method]
-                normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
-                for class_id, heatmap in per_class.items():
-                    name = CLASS_NAMES[class_id]
-                    node = mrml.add_map_volume(
-                        scene,
-                        inputVolumeNode,
-                        orientation.invert(heatmap),
-                        f"{base} {info.label} {name}",
-                    )
-                    created[f"{method} {name}"] = node
-                    heatmap_ids.setdefault(method, {})[name] = node.GetID()
-                    mrml.style_heatmap(
-                        scene, node, f"{info.label} for {name} {run.by()}: {normalization}"
-                    )
-            if uncertainty is not None:
-                node = mrml.add_map_volume(
-                    scene, inputVolumeNode, orientation.invert(uncertainty), f"{base} uncertainty"
-                )
-                created["uncertainty"] = node
-                mrml.style_heatmap(
-                    scene,
-                    node,
-                    f"Uncertainty (normalised predictive entropy, 0 = sure, 1 = classes equally "
-                    f"likely) by {uncertainty_description}, {run.by()}",
-                    mrml.UNCERTAINTY_COLOR_NODE_IDS,
-                )
-            segmentation = mrml.add_segmentation(
-                scene,
-                self.moduleLogic("Segmentations"),
-                labelmap,
-                inputVolumeNode,
-                f"{base} LiverXAI segmentation",
-            )
-            created["segmentation"] = segmentation
-            segmentation.SetDescription(f"Liver and tumour of {base} {run.by()}")
-            apply_terminology(segmentation)
-            rendering = self._show3D(inputVolumeNode, labelmap, segmentation, display)
-            transform_id = inputVolumeNode.GetTransformNodeID()
-            for node in created.values():  # outputs follow the input's parent transform
-                node.SetAndObserveTransformNodeID(transform_id)
-            tag_outputs([*created.values(), *rendering], inputVolumeNode, run.name, run.model)
-            folder = place_in_run_folder(
-                scene, inputVolumeNode, created.values(), f"LiverXAI {base} ({run.name})"
-            )
-            if showResults:
-                first_heatmap = next(
-                    (scene.GetNodeByID(i) for ids in heatmap_ids.values() for i in ids.values()),
-                    None,
-                )
-                mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
-                bounds = segmentation_bounds(segmentation)
-                if bounds is not None:
-                    centre_3d_views(scene, bounds)
-        except BaseException:
-            if folder:
-                subject_hierarchy(scene).RemoveItem(folder, False)
-            mrml.remove_nodes_except(scene, existing)
-            raise
-        created["heatmaps"] = heatmap_ids
-        created["folder"] = folder
-        created["volumeRendering"] = rendering[0].GetID() if rendering else ""
-        return created
-
-    def _show3D(
-        self, inputVolumeNode: Any, labelmap: Any, segmentation: Any, display: Display3D
-    ) -> list[Any]:
-        """Volume rendering (of the labels, and of the CT if asked) or surfaces; returns the
-        volume rendering display nodes made."""
-        made = []
-        if display.volume_rendering or display.ct_volume_rendering:
-            volume_rendering = self.moduleLogic("VolumeRendering")
-            made.append(show_labels_volume_rendering(volume_rendering, labelmap))
-            if display.ct_volume_rendering:
-                made.append(show_ct_volume_rendering(volume_rendering, inputVolumeNode))
-        set_3d_mode(
-            labelmap, segmentation, "volume-rendering" if display.volume_rendering else "surfaces"
-        )
-        return made
-
     def setVolumeRendering(self, result: SegmentAndExplainResult, enabled: bool) -> None:
         """Show a result in 3D as a volume rendering (``enabled``) or as surfaces."""
         labelmap = self.scene.GetNodeByID(result.labelmapNodeID)
@@ -537,29 +419,6 @@ class LiverXAILogic:
     def previousResults(self, inputVolumeNode: Any) -> list[str]:
         """Earlier LiverXAI runs on this input still in the scene ("model, date" each)."""
         return previous_runs(self.scene, inputVolumeNode)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run: the model's name and when it ran (named in every output's description)."""
-
-    model: str
-    created: str
-    repeat: int = 1
-
-    @property
-    def name(self) -> str:
-        again = f" ({self.repeat})" if self.repeat > 1 else ""
-        return f"{self.model}, {self.created}{again}"
-
-    def by(self) -> str:
-        return f"by model {self.model}, {self.created}"
-
-
-@dataclass(frozen=True)
-class Display3D:
-    volume_rendering: bool = True
-    ct_volume_rendering: bool = False
 
 
 def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:
