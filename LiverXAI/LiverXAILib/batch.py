@@ -118,20 +118,18 @@ def remove_case_nodes(scene: Any, nodes: set[str], items: set[int]) -> None:
     """Remove every node and subject hierarchy item added since ``nodes`` and ``items``
     (``scene.node_ids`` and ``hierarchy_items``) were taken.
 
-    Removing a node does not remove its hierarchy item on a headless scene (in the Slicer
-    application the subject hierarchy plugins do), and nothing removes the run folder that
-    ``segmentAndExplain`` adds: without this, items would pile up over a folder of cases (and
-    the hierarchy logs "DataNodeCache inconsistency" when a new node reuses a removed one's
-    memory).
+    ``scene.remove_nodes_except`` removes the nodes with their items; the items that hold
+    no node (the run folder ``segmentAndExplain`` adds) are removed here, or they would pile
+    up over a folder of cases.
     """
     from . import scene as mrml
 
+    mrml.remove_nodes_except(scene, nodes)
     hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
     if hierarchy is not None:
         for item in sorted(hierarchy_items(scene) - items, reverse=True):  # children first
             if hierarchy.GetItemParent(item):  # still there
-                hierarchy.RemoveItem(item, False, False)  # nodes are removed below
-    mrml.remove_nodes_except(scene, nodes)
+                hierarchy.RemoveItem(item, False, False)
 
 
 def _reason(error: BaseException) -> str:

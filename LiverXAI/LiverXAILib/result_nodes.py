@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .scene import remove_node
+
 INPUT_ATTRIBUTE = "LiverXAI.InputNodeID"
 RUN_ATTRIBUTE = "LiverXAI.Run"
 MODEL_ATTRIBUTE = "LiverXAI.Model"
@@ -84,14 +86,10 @@ def remove_outputs(scene: Any, nodes: Iterable[Any]) -> None:
     folders = set()
     for node in list(nodes):
         item = hierarchy.GetItemByDataNode(node)
-        if item:  # headless, removing a node does not remove its item
+        if item:
             folders.add(hierarchy.GetItemParent(item))
-            hierarchy.RemoveItem(item, False, False)
-        for dependent in _dependent_nodes(node):
-            if dependent.GetScene() is not None:
-                scene.RemoveNode(dependent)
-        if node.GetScene() is not None:
-            scene.RemoveNode(node)
+        for dependent in [*_dependent_nodes(node), node]:
+            remove_node(scene, dependent)
     for folder in folders - {0, hierarchy.GetSceneItemID()}:
         if hierarchy.GetItemDataNode(folder) or _is_study_or_patient(hierarchy, folder):
             continue

@@ -148,9 +148,22 @@ def node_ids(scene: Any) -> set[str]:
     return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
+def remove_node(scene: Any, node: Any) -> None:
+    """Remove a node and its subject hierarchy item. In the Slicer application the hierarchy
+    plugins remove the item with the node; on a headless scene nothing does, and stale items
+    pile up (the hierarchy logs "DataNodeCache inconsistency")."""
+    if node.GetScene() is None:
+        return
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
+    if item:
+        hierarchy.RemoveItem(item, False, False)
+    scene.RemoveNode(node)
+
+
 def remove_nodes_except(scene: Any, keep: set[str]) -> None:
     """Remove every node added since ``keep`` was taken (rollback after a failure)."""
     for node_id in node_ids(scene) - keep:
         node = scene.GetNodeByID(node_id)
         if node is not None:
-            scene.RemoveNode(node)
+            remove_node(scene, node)
