@@ -275,7 +275,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.blockSignals(False)
         if self._describedDevice != params.device:  # describing imports torch: only on change
             self._describedDevice = params.device
-            self.ui.deviceInfoLabel.text = dependencies.device_sentence(params.device)
+            self.ui.deviceInfoLabel.text = self.logic.describeDevice(params.device)
         running = self._cancelEvent is not None  # a run or a download: one at a time
         entry = self._catalog.get(params.model, {})
         downloadable = entry.get("source") == "download" and not entry.get("available")

@@ -136,11 +136,9 @@ class LiverXAILogic:
     @staticmethod
     def describeDevice(device: str = "auto") -> str:
         """Which device would run, and why, e.g. "CPU: no CUDA build of torch installed"."""
-        try:
-            from .inference import describe_device
-        except ImportError:
-            return "torch is not installed"
-        return describe_device(device)
+        from .dependencies import device_sentence
+
+        return device_sentence(device)
 
     def moduleLogic(self, name: str) -> Any:
         logic = self.appLogic.GetModuleLogic(name)
