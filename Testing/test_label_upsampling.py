@@ -29,3 +29,17 @@ def test_bilinear_weights_reproduce_interpolate_and_keep_constants():
     line = torch.rand(1, 1, 1, 11)
     expected = F.interpolate(line, size=(1, 37), mode="bilinear", align_corners=False)
     assert torch.allclose(line[0, 0, 0] @ weights.T, expected[0, 0, 0], atol=1e-6)
+
+
+def test_slices_with_foreground_in_different_corners_share_one_box_exactly():
+    logits = torch.zeros(3, 3, 64, 64)
+    logits[:, 0] = 20.0  # confident background everywhere ...
+    logits[0, 1, 2:6, 3:9] = 40.0  # ... but liver near the top left of slice 0,
+    logits[1, 2, 50:60, 55:62] = 40.0  # tumour near the bottom right of slice 1,
+    logits[2, 1, 30:34, 30:34] = 40.0  # and a liver spot with a tumour core in slice 2
+    logits[2, 2, 31:33, 31:33] = 60.0
+    probabilities = torch.softmax(logits, dim=1)
+    expected = F.interpolate(probabilities, size=(256, 200), mode="bilinear", align_corners=False)
+    labels = labels_from_probabilities(probabilities, (256, 200))
+    assert torch.equal(labels, expected.argmax(dim=1).to(torch.uint8))
+    assert [sorted(torch.unique(s).tolist()) for s in labels] == [[0, 1], [0, 2], [0, 1, 2]]

@@ -6,9 +6,9 @@ slice to 512 x 512 costs more than the network itself on a CPU, so this module u
 facts. Bilinear resizing is linear, so the argmax needs only the differences
 ``p_c - p_background`` (one channel fewer), resized as two small matrix products
 (``rows @ d @ columns.T``). And an interpolated value lies between its source values, so
-where every nearby network pixel says "background" the CT pixels are background: each slice
-is resized only over the output rows and columns that touch a network pixel where some class
-beats background. The result equals ``F.interpolate`` followed by ``argmax`` (up to
+where every nearby network pixel says "background" the CT pixels are background: a batch of
+slices is resized only over the output rows and columns that touch a network pixel where some
+class beats background. The result equals ``F.interpolate`` followed by ``argmax`` (up to
 floating-point rounding where two classes tie).
 """
 
@@ -34,32 +34,47 @@ def bilinear_weights(size_out: int, size_in: int) -> torch.Tensor:
     return weights.float()
 
 
-def _touched(weights: torch.Tensor, first: int, last: int) -> tuple[int, int]:
-    """Range of output positions whose interpolation uses an input in [first, last]."""
-    used = (weights[:, first : last + 1] > 0).any(dim=1).nonzero()[:, 0]
-    return int(used[0]), int(used[-1])
+@lru_cache(maxsize=16)
+def _reach(size_out: int, size_in: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For each input position, the first and the last output position that uses it."""
+    used = bilinear_weights(size_out, size_in) > 0
+    first = tuple(int(used[:, j].nonzero()[0, 0]) for j in range(size_in))
+    last = tuple(int(used[:, j].nonzero()[-1, 0]) for j in range(size_in))
+    return first, last
+
+
+def _span(size_out: int, size_in: int, occupied: torch.Tensor) -> tuple[slice, slice]:
+    """The output positions that touch an occupied input position, and the input positions
+    those outputs read (bilinear weights elsewhere are zero)."""
+    first, last = _reach(size_out, size_in)
+    indices = occupied.nonzero()[:, 0]
+    out = slice(first[int(indices[0])], last[int(indices[-1])] + 1)
+    read = (bilinear_weights(size_out, size_in)[out] > 0).any(dim=0).nonzero()[:, 0]
+    return out, slice(int(read[0]), int(read[-1]) + 1)
 
 
 def labels_from_probabilities(probabilities: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 labels (B, *size) = argmax over classes of ``probabilities`` (B, C, h, w)
-    resized bilinearly to ``size``; class 0 (background) wins ties with it."""
+    resized bilinearly to ``size``; class 0 (background) wins ties with it.
+
+    The whole batch is resized over one box: the output rows and columns that touch a
+    network pixel where, on any slice of the batch, some class beats background (slices of a
+    batch are neighbours, so their boxes nearly coincide and one batched product is cheaper
+    than one per slice)."""
     batch, _, height, width = probabilities.shape
     device = probabilities.device
     labels = torch.zeros((batch, *size), dtype=torch.uint8, device=device)
     differences = (probabilities[:, 1:] - probabilities[:, :1]).float()
     possible = (differences > 0).any(dim=1)  # (B, h, w): a class beats background here
-    row_weights = bilinear_weights(size[0], height).to(device)
-    column_weights = bilinear_weights(size[1], width).to(device)
-    for index in possible.flatten(1).any(dim=1).nonzero()[:, 0].tolist():
-        rows = possible[index].any(dim=1).nonzero()[:, 0]
-        columns = possible[index].any(dim=0).nonzero()[:, 0]
-        top, bottom = _touched(row_weights, int(rows[0]), int(rows[-1]))
-        left, right = _touched(column_weights, int(columns[0]), int(columns[-1]))
-        resized = (
-            row_weights[top : bottom + 1] @ differences[index] @ column_weights[left : right + 1].T
-        )  # (C - 1, rows, columns)
-        best = resized.max(dim=0)
-        labels[index, top : bottom + 1, left : right + 1] = torch.where(
-            best.values > 0, best.indices + 1, 0
-        ).to(torch.uint8)
+    if not bool(possible.any()):
+        return labels
+    out_rows, in_rows = _span(size[0], height, possible.any(dim=2).any(dim=0).cpu())
+    out_columns, in_columns = _span(size[1], width, possible.any(dim=1).any(dim=0).cpu())
+    row_weights = bilinear_weights(size[0], height)[out_rows, in_rows].to(device)
+    column_weights = bilinear_weights(size[1], width)[out_columns, in_columns].to(device)
+    resized = row_weights @ differences[:, :, in_rows, in_columns] @ column_weights.T
+    best = resized.max(dim=1)  # over the classes after background
+    labels[:, out_rows, out_columns] = torch.where(best.values > 0, best.indices + 1, 0).to(
+        torch.uint8
+    )
     return labels
