@@ -36,3 +36,26 @@ def test_no_tumour_no_lesions_and_collinear_points():
     assert measure_lesions(np.ones((2, 8, 8), np.uint8), (1.0, 1.0, 1.0)) == []
     line = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]])
     assert longest_in_plane_distance(line) == pytest.approx(3.0)
+
+
+def test_diameter_equals_brute_force_over_every_pixel_of_irregular_lesions():
+    """Only each row's end pixels are hull candidates; the answer is that of all pixels."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    noise = ndimage.gaussian_filter(rng.standard_normal((4, 48, 48)), 1.5)
+    labels = np.where(noise > 0.05, 2, 0).astype(np.uint8)
+    spacing = (2.5, 0.8, 0.6)
+    components, count = ndimage.label(labels == 2, structure=np.ones((3, 3, 3)))
+    expected = []
+    for index in range(1, count + 1):
+        longest = 0.0
+        for plane in components == index:
+            points = np.argwhere(plane) * np.array(spacing[1:])
+            if len(points):
+                gaps = points[:, None] - points[None, :]
+                longest = max(longest, float(np.sqrt((gaps**2).sum(-1)).max()))
+        expected.append(((components == index).sum(), longest))
+    expected = [d for _, d in sorted(expected, key=lambda e: e[0], reverse=True)]
+    measured = [lesion.longest_axial_diameter_mm for lesion in measure_lesions(labels, spacing)]
+    assert count > 3 and measured == pytest.approx(expected)

@@ -45,6 +45,19 @@ def longest_in_plane_distance(points_mm: np.ndarray) -> float:
     return float(np.sqrt((differences**2).sum(axis=-1)).max())
 
 
+def _row_extremes(plane: np.ndarray) -> np.ndarray:
+    """(N, 2) row, column points: the first and last pixel of each occupied row of a 2D mask.
+    The convex hull of a region's pixels, hence its longest distance, has only such points as
+    vertices."""
+    rows = np.flatnonzero(plane.any(axis=1))
+    occupied = plane[rows]
+    first = occupied.argmax(axis=1)
+    last = plane.shape[1] - 1 - occupied[:, ::-1].argmax(axis=1)
+    return np.concatenate([np.column_stack([rows, first]), np.column_stack([rows, last])]).astype(
+        np.float64
+    )
+
+
 def measure_lesions(
     labels: np.ndarray, spacing_mm: Sequence[float], uncertainty: np.ndarray | None = None
 ) -> list[Lesion]:
@@ -64,7 +77,8 @@ def measure_lesions(
         diameter = 0.0
         for plane in mask:
             if plane.any():
-                diameter = max(diameter, longest_in_plane_distance(np.argwhere(plane) * in_plane))
+                points = _row_extremes(plane) * in_plane
+                diameter = max(diameter, longest_in_plane_distance(points))
         confidence = None
         if uncertainty is not None:
             points = np.nonzero(mask)

@@ -17,15 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from .constants import LIVER, TUMOR
 from .masks import CONNECTIVITY_26, bounding_box
-
-# Background connectivity for hole filling: 4 within each axial slice (a 2D cross in the
-# middle plane of a 3x3x3 structure links no two slices).
-_AXIAL_CROSS = np.zeros((3, 3, 3), dtype=bool)
-_AXIAL_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass
@@ -76,9 +72,10 @@ def clean_labels(
     organ = organ[inner]
     organ_box = _compose(box, inner)
 
-    organ_out = cleaned[organ_box]
-    organ_out[organ] = LIVER
-    organ_out[organ & (labels[organ_box] == TUMOR)] = TUMOR
+    # LIVER (1) on the organ, TUMOR (2) where the organ holds tumour: whole-box arithmetic,
+    # cheaper than boolean-mask assignment over millions of voxels
+    organ_tumor = organ & (labels[organ_box] == TUMOR)
+    np.add(organ.view(np.uint8), organ_tumor.view(np.uint8), out=cleaned[organ_box])
     _keep_nearby_tumor(labels, cleaned, organ, organ_box, spacing, tumor_margin_mm)
     return cleaned
 
@@ -134,30 +131,44 @@ def _relative(inner: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
-    if count <= 1:
+    """The largest 26-connected component of a 3D mask (a copy).
+
+    SimpleITK labels on every core ITK may use and counts the voxels of each component: the
+    same result as ``ndimage.label(mask, CONNECTIVITY_26)`` and a ``bincount``, in about half
+    the time on this project's 2-core machine."""
+    labelling = sitk.ConnectedComponentImageFilter()
+    labelling.SetFullyConnected(True)  # faces, edges and corners: 26 neighbours in 3D
+    labelled = labelling.Execute(sitk.GetImageFromArray(mask.view(np.uint8)))
+    if labelling.GetObjectCount() <= 1:
         return mask.copy()
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
+    shapes = sitk.LabelShapeStatisticsImageFilter()
+    shapes.ComputePerimeterOff()
+    shapes.Execute(labelled)
+    largest = max(shapes.GetLabels(), key=lambda label: (shapes.GetNumberOfPixels(label), -label))
+    return sitk.GetArrayViewFromImage(labelled) == largest  # the view lives while labelled does
 
 
 def _fill_axial_holes(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of every axial (axis 0) slice of a box-cropped mask.
 
     This also fills every 3D hole: a background region enclosed in 3D is, on each slice it
-    crosses, enclosed in 2D too. Same result as ``binary_fill_holes`` run slice by slice, but
-    one labelling pass instead of an iterated dilation, an order of magnitude faster.
+    crosses, enclosed in 2D too. A hole is background that is not 4-connected, within its
+    slice, to the border of the box. The slices are labelled together as one tall 2D image in
+    which each slice's background gets a one-pixel background frame (so every region reaching
+    the border joins the frame) and a row of foreground below it (so slices stay apart): one
+    multi-threaded SimpleITK labelling instead of ``binary_fill_holes`` slice by slice.
     """
-    background, count = ndimage.label(~mask, structure=_AXIAL_CROSS)
-    if count == 0:
-        return mask
-    outside = np.zeros(count + 1, dtype=bool)
-    outside[0] = True  # label 0 is the foreground itself
-    for axis in (1, 2):  # regions reaching the in-plane border of the box are not holes
-        for index in (0, -1):
-            outside[np.take(background, index, axis=axis)] = True
-    return mask | ~outside[background]
+    depth, rows, columns = mask.shape
+    background = np.ones((depth, rows + 3, columns + 2), dtype=np.uint8)
+    background[:, -1] = 0  # the separator row
+    np.logical_not(mask, out=background[:, 1 : rows + 1, 1 : columns + 1].view(bool))
+    labelling = sitk.ConnectedComponentImageFilter()
+    labelling.SetFullyConnected(False)  # 4-connected in 2D
+    labelled = labelling.Execute(sitk.GetImageFromArray(background.reshape(-1, columns + 2)))
+    regions = sitk.GetArrayViewFromImage(labelled).reshape(depth, rows + 3, columns + 2)
+    outside = regions[:, :1, :1]  # each slice's frame
+    inside = regions[:, 1 : rows + 1, 1 : columns + 1]
+    return mask | ((inside != 0) & (inside != outside))
 
 
 def _keep_nearby_tumor(
