@@ -24,6 +24,7 @@ from torch import nn
 
 from .batch_norm_folding import fold_batch_norm as fold_batch_norm_into_convolutions
 from .cam import CAM_VARIANTS, LayerCAM
+from .cpu_batch import cpu_batch_limit
 from .errors import Cancelled
 from .explain import check_methods
 from .label_upsampling import labels_from_probabilities
@@ -94,7 +95,9 @@ class SliceInferenceEngine:
     ``channels_last`` runs the convolutions on NHWC tensors, 1.4x faster on this project's
     CPU (``make bench``) and the layout tensor cores prefer. ``fold_batch_norm`` runs a copy
     of the network with each BatchNorm folded into its convolution (same outputs, fewer
-    passes over the feature maps; the Grad-CAM layer itself is never folded).
+    passes over the feature maps; the Grad-CAM layer itself is never folded). On the CPU,
+    ``batch_size`` is capped so that feature maps stay small (:mod:`cpu_batch`); the size
+    used is in :attr:`SliceOutputs.batch_size`.
     """
 
     def __init__(
@@ -118,6 +121,8 @@ class SliceInferenceEngine:
         self.spec = spec
         self.device = device
         self.batch_size = max(1, int(batch_size))
+        if device.type == "cpu":  # bigger CPU batches only cost page faults (cpu_batch.py)
+            self.batch_size = min(self.batch_size, cpu_batch_limit(self.model, spec))
         self.use_amp = use_amp and device.type == "cuda"
         self.cam_layer = gradcam_layer(self.model, cam_layer) if self.cam_layer_name else None
         self.ig_options = dict(ig_options or {})
