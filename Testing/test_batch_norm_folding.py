@@ -60,3 +60,13 @@ def test_a_kept_convolution_is_not_folded():
     assert isinstance(folded.stem[1], nn.BatchNorm2d)  # stem.0 output stays the raw convolution
     assert isinstance(folded.stem[4], nn.Identity)  # the next pair is folded
     assert folded.stem[0].bias is None
+
+
+def test_the_folded_copy_is_frozen_and_the_original_is_not():
+    from LiverXAILib.batch_norm_folding import fold_batch_norm
+    from LiverXAILib.networks import build_model
+
+    model = build_model("unet", in_channels=1, num_classes=3)
+    folded = fold_batch_norm(model)
+    assert not any(p.requires_grad for p in folded.parameters())
+    assert all(p.requires_grad for p in model.parameters())

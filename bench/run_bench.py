@@ -233,6 +233,7 @@ def main() -> None:
     print(f"  pure compute by batch size (NHWC = channels-last): {by_size}")
     layout = "channels-last" if channels_last else "contiguous"
     engine = SliceInferenceEngine(model, spec, device, batch, channels_last=channels_last)
+    print(f"  our engine runs batches of {engine.batch_size} (asked {batch}; CPU cap: cpu_batch.py)")
     from naive_baseline import naive_segment_and_explain
 
     plain, _ = load_checkpoint(resolve_model(args.model))  # as loaded: no layout changes
@@ -310,7 +311,8 @@ def main() -> None:
         "ct": args.ct.name,
         "shape": list(array.shape),
         "model": args.model,
-        "batch_size": batch,
+        "batch_size": engine.batch_size,
+        "pure_batch_size": batch,
         "channels_last": channels_last,
         "amp": amp,
         "threads": torch.get_num_threads(),

@@ -20,9 +20,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def fold_batch_norm(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
-    """A copy of ``model`` (in eval mode) with Conv2d + BatchNorm2d pairs folded."""
+    """A copy of ``model`` (in eval mode, parameters frozen: it is for inference only) with
+    Conv2d + BatchNorm2d pairs folded."""
     kept = set(keep)
-    folded = copy.deepcopy(model).eval()
+    folded = copy.deepcopy(model).eval().requires_grad_(False)
     for name, module in folded.named_modules():
         if not isinstance(module, nn.Sequential):
             continue

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .concat_conv import convolve_concatenation
+
 
 def check_slice_batch(x: torch.Tensor, size_divisor: int, name: str) -> None:
     """Raise a ValueError unless ``x`` is ``(B, C, H, W)`` with H, W divisible by size_divisor.
@@ -63,8 +65,8 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.upsample(x)  # (B, C_out, 2h, 2w)
-        x = torch.cat([skip, x], dim=1)  # (B, C_skip + C_out, 2h, 2w)
-        return self.conv(x)  # (B, C_out, 2h, 2w)
+        # self.conv(torch.cat([skip, x], dim=1)), with a cheaper Grad-CAM backward
+        return convolve_concatenation(skip, x, self.conv)  # (B, C_out, 2h, 2w)
 
 
 def encode_decode(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
