@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from LiverXAILib.label_upsampling import bilinear_weights, labels_from_probabilities
 
 
-@pytest.mark.parametrize("size", [(512, 512), (512, 430), (100, 140)])
+@pytest.mark.parametrize("size", [(512, 512), (512, 430), (100, 140), (40, 64), (3, 5)])
 def test_labels_match_interpolate_then_argmax(size):
     torch.manual_seed(0)
     logits = torch.randn(6, 3, 128, 128) * 3
@@ -43,3 +43,14 @@ def test_slices_with_foreground_in_different_corners_share_one_box_exactly():
     labels = labels_from_probabilities(probabilities, (256, 200))
     assert torch.equal(labels, expected.argmax(dim=1).to(torch.uint8))
     assert [sorted(torch.unique(s).tolist()) for s in labels] == [[0, 1], [0, 2], [0, 1, 2]]
+
+
+def test_a_shrinking_resize_that_reads_no_foreground_pixel_gives_background():
+    logits = torch.zeros(1, 3, 8, 8)
+    logits[:, 0] = 10.0
+    logits[0, 1, 0, 0] = 30.0  # the corner pixel, which a 2 x 2 output never reads
+    probabilities = torch.softmax(logits, dim=1)
+    expected = F.interpolate(probabilities, size=(2, 2), mode="bilinear", align_corners=False)
+    labels = labels_from_probabilities(probabilities, (2, 2))
+    assert torch.equal(labels, expected.argmax(dim=1).to(torch.uint8))
+    assert int(labels.sum()) == 0

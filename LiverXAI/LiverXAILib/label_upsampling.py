@@ -34,22 +34,16 @@ def bilinear_weights(size_out: int, size_in: int) -> torch.Tensor:
     return weights.float()
 
 
-@lru_cache(maxsize=16)
-def _reach(size_out: int, size_in: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """For each input position, the first and the last output position that uses it."""
-    used = bilinear_weights(size_out, size_in) > 0
-    first = tuple(int(used[:, j].nonzero()[0, 0]) for j in range(size_in))
-    last = tuple(int(used[:, j].nonzero()[-1, 0]) for j in range(size_in))
-    return first, last
-
-
-def _span(size_out: int, size_in: int, occupied: torch.Tensor) -> tuple[slice, slice]:
-    """The output positions that touch an occupied input position, and the input positions
-    those outputs read (bilinear weights elsewhere are zero)."""
-    first, last = _reach(size_out, size_in)
-    indices = occupied.nonzero()[:, 0]
-    out = slice(first[int(indices[0])], last[int(indices[-1])] + 1)
-    read = (bilinear_weights(size_out, size_in)[out] > 0).any(dim=0).nonzero()[:, 0]
+def _span(size_out: int, size_in: int, occupied: torch.Tensor) -> tuple[slice, slice] | None:
+    """The output positions whose interpolation uses an occupied input position, and the
+    input positions those outputs read (bilinear weights elsewhere are zero); None when no
+    output uses one (a shrinking resize skips some inputs)."""
+    weights = bilinear_weights(size_out, size_in)
+    touching = (weights[:, occupied] > 0).any(dim=1).nonzero()[:, 0]
+    if touching.numel() == 0:
+        return None
+    out = slice(int(touching[0]), int(touching[-1]) + 1)
+    read = (weights[out] > 0).any(dim=0).nonzero()[:, 0]
     return out, slice(int(read[0]), int(read[-1]) + 1)
 
 
@@ -68,8 +62,11 @@ def labels_from_probabilities(probabilities: torch.Tensor, size: tuple[int, int]
     possible = (differences > 0).any(dim=1)  # (B, h, w): a class beats background here
     if not bool(possible.any()):
         return labels
-    out_rows, in_rows = _span(size[0], height, possible.any(dim=2).any(dim=0).cpu())
-    out_columns, in_columns = _span(size[1], width, possible.any(dim=1).any(dim=0).cpu())
+    rows = _span(size[0], height, possible.any(dim=2).any(dim=0).cpu())
+    columns = _span(size[1], width, possible.any(dim=1).any(dim=0).cpu())
+    if rows is None or columns is None:  # every output pixel interpolates background only
+        return labels
+    (out_rows, in_rows), (out_columns, in_columns) = rows, columns
     row_weights = bilinear_weights(size[0], height)[out_rows, in_rows].to(device)
     column_weights = bilinear_weights(size[1], width)[out_columns, in_columns].to(device)
     resized = row_weights @ differences[:, :, in_rows, in_columns] @ column_weights.T
