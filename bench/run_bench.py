@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--naive-repeats", type=int, default=2)
     parser.add_argument("--slices", type=int, default=600, help="slices of the scaling volume")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
+    parser.add_argument(
+        "--compile", action="store_true", help="add a row for the torch.compile'd network"
+    )
     parser.add_argument("--child-600", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_600:
@@ -233,13 +236,24 @@ def main() -> None:
     print(f"  pure compute by batch size (NHWC = channels-last): {by_size}")
     layout = "channels-last" if channels_last else "contiguous"
     engine = SliceInferenceEngine(model, spec, device, batch, channels_last=channels_last)
-    print(f"  our engine runs batches of {engine.batch_size} (asked {batch}; CPU cap: cpu_batch.py)")
+    print(
+        f"  our engine runs batches of {engine.batch_size} (asked {batch}; CPU cap in cpu_batch.py)"
+    )
     from naive_baseline import naive_segment_and_explain
 
     plain, _ = load_checkpoint(resolve_model(args.model))  # as loaded: no layout changes
     plain = plain.to(device).eval()
     layer = gradcam_layer(plain)
     repeats = args.repeats
+    extra_rows = []
+    if args.compile:  # does torch.compile beat the eager network? (compile time printed)
+        start = time.perf_counter()
+        compiled = pure_compute(torch.compile(fold_batch_norm(model)), inputs, device, amp)
+        compiled(batch, channels_last)
+        print(f"  torch.compile took {time.perf_counter() - start:.1f} s (first call)")
+        extra_rows.append(
+            ("pure compute, torch.compile", lambda: compiled(batch, channels_last), repeats)
+        )
     rows = measure_rows(
         [
             (
@@ -275,10 +289,11 @@ def main() -> None:
                 scene_run(array, matrix, args.model, args.device, batch),
                 repeats,
             ),
+            *extra_rows,
         ],
         depth,
     )
-    pure_row, as_trained_row, segment, explain, default, naive, scene = rows
+    pure_row, as_trained_row, segment, explain, default, naive, scene = rows[:7]
 
     child = subprocess.run(
         [
@@ -324,6 +339,9 @@ def main() -> None:
         "default_over_segment": default["median_s"] / segment["median_s"],
         "scene_over_default": scene["median_s"] / default["median_s"],
         "batch_norm_folding_gain": as_trained_row["median_s"] / pure_row["median_s"],
+        "torch_compile_gain": (
+            pure_row["median_s"] / rows[7]["median_s"] if args.compile else None
+        ),
         "peak_rss_mb_600_slices": scaling["peak_rss_mb"],
         "seconds_600_slices": scaling["seconds"],
     }
