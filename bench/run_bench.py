@@ -3,7 +3,8 @@
 Every row runs in this process on the same CT, ``--repeats`` times after a warm-up (rows
 taken in turn, round-robin, so a slow phase of a shared machine hits all of them), and
 reports the median and spread (min-max) of the wall time, slices per second and the peak
-resident memory seen while the row ran. Rows:
+resident memory seen while the row ran and the minor page faults of a run (freshly mapped
+memory the kernel zeroes on first touch). Rows:
 
 1. pure model compute: the network's forward pass alone over the already preprocessed
    slices, at the best of several batch sizes;
@@ -86,15 +87,20 @@ def measure_rows(runs: list[tuple[str, Callable[[], object], int]], slices: int)
     for _, run, _ in runs:
         run()
     seconds: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    faults: dict[str, list[int]] = {name: [] for name, _, _ in runs}
     peaks: dict[str, float] = {name: 0.0 for name, _, _ in runs}
     for round_index in range(max(repeats for _, _, repeats in runs)):
         for name, run, repeats in runs:
             if round_index >= repeats:
                 continue
             with PeakMemory() as memory:
+                first_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 run()
                 seconds[name].append(time.perf_counter() - start)
+                faults[name].append(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - first_faults
+                )
             peaks[name] = max(peaks[name], memory.peak)
     rows = []
     for name, _, _ in runs:
@@ -107,11 +113,13 @@ def measure_rows(runs: list[tuple[str, Callable[[], object], int]], slices: int)
             "max_s": max(times),
             "slices_per_second": slices / median,
             "peak_rss_mb": peaks[name],
+            "page_faults": int(statistics.median(faults[name])),
             "runs": len(times),
         }
         print(
             f"  {name:<50} {median:7.2f} s  [{min(times):.2f}-{max(times):.2f}]"
-            f"  {row['slices_per_second']:6.1f} slices/s  {row['peak_rss_mb']:6.0f} MB",
+            f"  {row['slices_per_second']:6.1f} slices/s  {row['peak_rss_mb']:6.0f} MB"
+            f"  {row['page_faults']:8d} page faults",
             flush=True,
         )
         rows.append(row)
@@ -199,7 +207,7 @@ def main() -> None:
     parser.add_argument("--model", default="unet-demo")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=0, help="engine batch size (0: tuned)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--naive-repeats", type=int, default=2)
     parser.add_argument("--slices", type=int, default=600, help="slices of the scaling volume")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
