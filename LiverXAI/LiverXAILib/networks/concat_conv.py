@@ -7,8 +7,9 @@ every concatenated channel and then throw the skip's half away. :func:`convolve_
 computes the same forward and, in exactly that situation, a backward for ``x`` alone (the
 convolution's weights restricted to ``x``'s channels), and keeps no concatenated tensor for
 it. On this project's 2-core CPU, the engine's Grad-CAM run over the 119-slice IRCADb CT
-went from 3.43 to 2.89 s (median of five, same process). Elsewhere (training, Integrated Gradients, hooks on the block, mixed
-precision) it is the plain ``block(torch.cat([skip, x], 1))``.
+went from 3.43 to 2.89 s (median of five, same process). Elsewhere (training, Integrated
+Gradients, hooks on the block, mixed precision) it is the plain
+``block(torch.cat([skip, x], 1))``.
 """
 
 from __future__ import annotations
