@@ -138,7 +138,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     the time on this project's 2-core machine."""
     labelling = sitk.ConnectedComponentImageFilter()
     labelling.SetFullyConnected(True)  # faces, edges and corners: 26 neighbours in 3D
-    labelled = labelling.Execute(sitk.GetImageFromArray(mask.view(np.uint8)))
+    labelled = labelling.Execute(sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8)))
     if labelling.GetObjectCount() <= 1:
         return mask.copy()
     shapes = sitk.LabelShapeStatisticsImageFilter()
