@@ -36,14 +36,6 @@ def cam_weights(variant: str, gradient: torch.Tensor, activation: torch.Tensor) 
     raise ValueError(f"unknown CAM variant {variant!r}; choose from {CAM_VARIANTS}")
 
 
-def _layout(tensor: torch.Tensor) -> torch.memory_format:
-    """channels-last when ``tensor`` is stored so (and not trivially both), else contiguous."""
-    if tensor.dim() == 4 and not tensor.is_contiguous():
-        if tensor.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-    return torch.contiguous_format
-
-
 class LayerCAM:
     """Grad-CAM family on ``layer`` of ``model`` (logits (B, C, H, W)); variants share passes."""
 
@@ -88,8 +80,8 @@ class LayerCAM:
                 maps: dict[str, list[torch.Tensor]] = {v: [] for v in self.variants}
                 for position, target in enumerate(targets):
                     masks = target_masks(predicted, target, logits.shape[1])
-                    # the gradient flows back in the masks' layout: keep the network's
-                    masks = masks.contiguous(memory_format=_layout(logits))
+                    # the gradient flows back in the masks' memory layout: the logits'
+                    masks = torch.empty_like(logits, dtype=masks.dtype).copy_(masks)
                     if not masks.any():  # no slice predicts its target: every map is zero
                         for variant in self.variants:
                             maps[variant].append(inputs.new_zeros(len(inputs), *inputs.shape[-2:]))

@@ -32,12 +32,7 @@ class _ConcatenationConvolution(torch.autograd.Function):
     def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
         skip_channels, stride, padding, dilation = ctx.settings
-        layout = (
-            torch.channels_last
-            if x.is_contiguous(memory_format=torch.channels_last)
-            else torch.contiguous_format
-        )
-        weight_x = weight[:, skip_channels:].contiguous(memory_format=layout)
+        weight_x = weight[:, skip_channels:].clone()  # dense, in the weight's memory layout
         grad_x = torch.nn.grad.conv2d_input(
             x.shape, weight_x, grad_output, stride, padding, dilation
         )
