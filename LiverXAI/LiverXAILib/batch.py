@@ -5,16 +5,18 @@ Used by ``LiverXAILogic.processFolder`` / ``processFiles`` (Slicer's Python cons
 segmented and explained, written to ``OUT/<case>/`` and removed from the scene again, so memory
 stays flat over a long folder. A case's folder is written under a hidden temporary name and
 renamed into place only when complete: an interrupted run never leaves a half-written case
-(leftovers of a crash are removed by the next run), and a re-run skips the cases already done
-unless ``overwrite``. A case that fails is recorded with its reason and the run goes on.
-``OUT/summary.csv`` lists every case (one row each) and is rewritten atomically after every
-case, so it is valid at any moment. Finding the cases is ``batch_cases``; the summary's rows
-and table are ``batch_summary``.
+(leftovers of a crash are removed by the next run). A re-run skips the cases already done with
+the same model and options (``batch_settings``), unless ``overwrite``; a case done with other
+settings is not skipped silently: it fails with the differences, and only ``overwrite`` redoes
+it. A case that fails is recorded with its reason and the run goes on. One run at a time
+writes into an output folder (``batch_lock``): a second one fails at once.
+``OUT/summary.csv`` lists every case of the folder, of this run and earlier ones (one row each),
+and is rewritten atomically after every case, so it is valid at any moment. Finding the cases
+is ``batch_cases``; the summary's rows and table are ``batch_summary``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .batch_cases import case_names
+from .batch_lock import OutputFolderLocked, output_folder_lock
+from .batch_settings import (
+    case_settings,
+    mismatch_reason,
+    recorded_settings,
+    run_settings,
+    settings_differences,
+)
 from .batch_summary import (
     CANCELLED,
     DONE,
@@ -33,12 +43,24 @@ from .batch_summary import (
     SKIPPED,
     SUMMARY_FILE,
     BatchResult,
+    earlier_rows,
     empty_row,
+    read_complete_report,
+    report_path,
+    report_seconds,
     row_from_report,
-    write_summary,
 )
-from .constants import DEFAULT_MODEL
 from .errors import Cancelled, InputError
+
+__all__ = [
+    "OutputFolderLocked",
+    "clean_leftovers",
+    "hierarchy_items",
+    "process_files",
+    "read_complete_report",
+    "remove_case_nodes",
+    "report_path",
+]
 
 PARTIAL_PREFIX = ".liverxai-partial-"  # a case being written
 OLD_PREFIX = ".liverxai-old-"  # a previous result being replaced (overwrite)
@@ -55,7 +77,16 @@ def _umask() -> int:
 
 
 def clean_leftovers(output_dir: Path) -> list[Path]:
-    """Remove the temporary folders and files an interrupted run left in ``output_dir``."""
+    """Remove the temporary folders and files an interrupted run left in ``output_dir``.
+
+    Takes the folder's lock first: a run in progress holds it, so its partial folders are
+    never removed (``OutputFolderLocked`` instead)."""
+    with output_folder_lock(output_dir):
+        return _remove_leftovers(Path(output_dir))
+
+
+def _remove_leftovers(output_dir: Path) -> list[Path]:
+    """``clean_leftovers`` for the run that holds the folder's lock."""
     removed = []
     for path in output_dir.iterdir():
         name = path.name
@@ -66,21 +97,6 @@ def clean_leftovers(output_dir: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def report_path(output_dir: Path, case: str) -> Path:
-    return output_dir / case / f"{case}_report.json"
-
-
-def read_complete_report(output_dir: Path, case: str) -> dict[str, Any] | None:
-    """The report of a case folder that is complete, else None. A case folder appears only
-    by renaming a finished temporary folder, and its report is the last file written."""
-    path = report_path(output_dir, case)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) and "liverVolumeMl" in report else None
 
 
 def _commit(temporary: Path, final: Path) -> None:
@@ -154,31 +170,64 @@ def process_files(
     ``logic`` is a ``LiverXAILogic``: its scene receives each case and its cached network is
     loaded once for the whole run. ``segment_options`` go to ``segmentAndExplain`` (model,
     device, explainClasses, uncertainty, ...). Each case is written to
-    ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``), then its nodes are
-    removed from the scene unless ``keep_in_scene``; ``export_formats`` (see
-    :mod:`exports`) are written into the case folder too. ``progress(fraction, message)`` gets the
-    overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``) stops
-    the run as soon as possible: the current case is abandoned, leaving nothing behind, and it
-    and every later case get status "cancelled". A case already done is skipped unless
-    ``overwrite``; a case that fails gets status "failed" with its reason and the run goes on.
-    Raises ``CheckpointError`` for an unusable model before anything is written.
+    ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``, whose ``batch``
+    section records the model's SHA-256 and the options, see :mod:`batch_settings`), then its
+    nodes are removed from the scene unless ``keep_in_scene``; ``export_formats`` (see
+    :mod:`exports`) are written into the case folder too. ``progress(fraction, message)`` gets
+    the overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``)
+    stops the run as soon as possible: the current case is abandoned, leaving nothing behind,
+    and it and every later case get status "cancelled". A case already done with the same
+    model and options is skipped unless ``overwrite``; one done with other settings gets
+    status "failed" (naming the differences) unless ``overwrite`` redoes it; a case that fails
+    gets status "failed" with its reason and the run goes on. ``summary.csv`` keeps the rows
+    of the folder's cases that are not in this run; the returned rows are this run's.
+
+    Raises ``CheckpointError`` for an unusable model before any case is written (an unknown or
+    missing one before anything is), and ``OutputFolderLocked`` (an ``InputError``) at once
+    when another run is writing into ``output_dir``: the folder is locked for the whole run.
     """
     output_dir = Path(output_dir)
     inputs = [Path(path) for path in inputs]
     names = case_names(inputs)
     # no 3D display nodes for cases nobody looks at (a kept case can be switched later)
     segment_options.setdefault("volumeRendering", False)
+    export_formats = tuple(export_formats)
     report = progress or (lambda _fraction, _message: None)
     result = BatchResult(output_dir, [empty_row(name) for name in names])
-    total = max(len(inputs), 1)
+    settings = run_settings(logic, segment_options)  # resolves and hashes the model, once
 
-    if any(overwrite or read_complete_report(output_dir, name) is None for name in names):
-        report(0.0, "Loading model")
-        logic.loadModel(segment_options.get("model", DEFAULT_MODEL))  # errors stop the run here
     output_dir.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(output_dir)
-    write_summary(result.summary_path, result.rows)
+    with output_folder_lock(output_dir):  # held for the whole run: nobody else writes here
+        _remove_leftovers(output_dir)
+        if any(overwrite or read_complete_report(output_dir, name) is None for name in names):
+            report(0.0, "Loading model")
+            logic.loadModel(settings["model"])  # errors stop the run here
+        result.previous = earlier_rows(output_dir, names)
+        result.write_summary()
+        _run_cases(
+            logic, inputs, names, result, report, cancel, overwrite, keep_in_scene,
+            export_formats, settings, segment_options,
+        )  # fmt: skip
+    report(1.0, result.describe())
+    return result
 
+
+def _run_cases(
+    logic: Any,
+    inputs: list[Path],
+    names: list[str],
+    result: BatchResult,
+    report: Progress,
+    cancel: Any,
+    overwrite: bool,
+    keep_in_scene: bool,
+    export_formats: tuple[str, ...],
+    settings: dict[str, Any],
+    segment_options: dict[str, Any],
+) -> None:
+    """The loop of ``process_files`` over its cases, with the output folder locked."""
+    output_dir = result.output_dir
+    total = max(len(inputs), 1)
     current = None
     try:
         for index, (path, name) in enumerate(zip(inputs, names, strict=True)):
@@ -193,31 +242,32 @@ def process_files(
                     f"case {index + 1}/{len(inputs)}: {name} — {message}",
                 )
 
+            wanted = case_settings(settings, case_formats(path, export_formats))
             existing = None if overwrite else read_complete_report(output_dir, name)
-            if existing is not None:
-                seconds = (existing.get("batch") or {}).get("seconds")
-                result.rows[index] = row_from_report(
-                    name, existing, SKIPPED, seconds, "already done (overwrite to redo)"
-                )
+            differences = (
+                []
+                if existing is None
+                else settings_differences(recorded_settings(existing), wanted)
+            )
+            if existing is not None and not differences:
+                seconds = report_seconds(existing)
+                reason = "already done (overwrite to redo)"
+                result.rows[index] = row_from_report(name, existing, SKIPPED, seconds, reason)
                 step(1.0, "already done, skipped")
+            elif existing is not None:
+                result.rows[index] = empty_row(name, FAILED, mismatch_reason(differences))
+                step(1.0, "done before with other settings")
             else:
                 row, case_result = _process_case(
-                    logic,
-                    path,
-                    name,
-                    output_dir,
-                    step,
-                    cancel,
-                    keep_in_scene,
-                    tuple(export_formats),
+                    logic, path, name, output_dir, step, cancel, keep_in_scene, wanted,
                     segment_options,
-                )
+                )  # fmt: skip
                 result.rows[index] = row
                 result.cancelled = row["status"] == CANCELLED
                 if case_result is not None:
                     result.results[name] = case_result
                 step(1.0, row["status"])
-            write_summary(result.summary_path, result.rows)
+            result.write_summary()
             if result.cancelled:
                 break
     except BaseException as error:  # KeyboardInterrupt, SystemExit: the case was cleaned up
@@ -231,9 +281,13 @@ def process_files(
             for row in result.rows:
                 if row["status"] == PENDING:
                     row.update(status=CANCELLED, reason="not started: the run was cancelled")
-        write_summary(result.summary_path, result.rows)
-    report(1.0, result.describe())
-    return result
+        result.write_summary()
+
+
+def case_formats(path: Path, export_formats: Sequence[str]) -> list[str]:
+    """The export formats written for a case: DICOM SEG only for DICOM inputs (a folder may
+    mix them with NIfTI/NRRD cases)."""
+    return [f for f in export_formats if f != "dicom-seg" or path.is_dir()]
 
 
 def _process_case(
@@ -244,7 +298,7 @@ def _process_case(
     step: Progress,
     cancel: Any,
     keep_in_scene: bool,
-    export_formats: tuple[str, ...],
+    settings: dict[str, Any],
     segment_options: dict[str, Any],
 ) -> tuple[dict[str, Any], Any]:
     """Read, segment, explain and write one case; returns its summary row and, with
@@ -277,8 +331,7 @@ def _process_case(
         step(0.86, "writing outputs")
         report = write_outputs(scene, node, result, temporary, name, path)
         series = path if path.is_dir() else None
-        # DICOM SEG only for DICOM inputs: a folder may mix them with NIfTI/NRRD cases
-        formats = [f for f in export_formats if f != "dicom-seg" or series is not None]
+        formats = settings["exports"]  # case_formats
         if formats:
             from .exports import export_results
 
@@ -290,6 +343,7 @@ def _process_case(
             "input": str(path),
             "seconds": seconds,
             "exports": formats,
+            "settings": settings,  # what the outputs were made with (batch_settings)
         }
         step(0.98, "writing the report")
         write_json(temporary / f"{name}_report.json", report)  # the last file: marks complete

@@ -1,26 +1,21 @@
 """Finding the CT cases of a folder for a batch run, and one output-folder name per case.
 
 A case is a NIfTI, NRRD or MetaImage file, or a sub-folder holding a DICOM series; hidden
-files, segmentations, LiverXAI's own output folders and unrelated files are not cases.
+files, segmentations, LiverXAI's own outputs (files and folders) and unrelated files are not
+cases.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from .batch_summary import SUMMARY_FILE
+from .batch_summary import SUMMARY_FILE, natural_key
 from .errors import InputError
 
 CASE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 IGNORED_SUFFIXES = (".seg.nrrd",)  # segmentations (ours or the user's), not CT
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key putting ``case2`` before ``case10`` (case-insensitive, numbers by value)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
 
 
 def is_case_file(path: Path) -> bool:
@@ -52,24 +47,69 @@ def is_output_folder(folder: Path) -> bool:
     return (folder / SUMMARY_FILE).is_file() or (folder / f"{folder.name}_report.json").is_file()
 
 
+def output_tags() -> tuple[str, ...]:
+    """The endings of the volumes LiverXAI writes for a case ``X`` (``outputs.write_outputs``,
+    ``exports``): ``X_label``, ``X_uncertainty`` and ``X_<method>_<class>`` (e.g.
+    ``X_gradcampp_tumor``), as ``.nii.gz`` or, exported, ``.nrrd``; ``X.seg.nrrd`` is a
+    segmentation (``IGNORED_SUFFIXES``)."""
+    from .constants import EXPLAINABLE_CLASSES
+    from .outputs import FILE_SLUGS
+
+    maps = [f"{slug}_{name}" for slug in FILE_SLUGS.values() for name in EXPLAINABLE_CLASSES]
+    return ("label", "uncertainty", *maps)
+
+
+def _file_stem(name: str) -> str:
+    """A file-name stem as ``exports.safe_stem`` makes it (exports use it, outputs do not)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+
+
+def output_owners(folder: Path, candidates: Iterable[Path]) -> set[str]:
+    """The names ``X`` whose outputs ``X_<tag>`` may lie in ``folder``: every candidate case
+    (a file's stem, a DICOM folder's name) and every ``X`` with an ``X_report.json`` there,
+    each also as its file-safe stem."""
+    from .volume_io import volume_stem
+
+    names = {path.name if path.is_dir() else volume_stem(path) for path in candidates}
+    names |= {p.name[: -len("_report.json")] for p in folder.glob("*_report.json")}
+    return names | {_file_stem(name) for name in names}
+
+
+def is_our_output(path: Path, owners: set[str], tags: Sequence[str]) -> bool:
+    """Whether a volume file is named ``X_<tag>`` (``output_tags``) with ``X`` in ``owners``."""
+    from .volume_io import volume_stem
+
+    stem = volume_stem(path)
+    return any(stem.endswith(f"_{tag}") and stem[: -len(tag) - 1] in owners for tag in tags)
+
+
 def find_cases(input_dir: str | Path) -> list[Path]:
     """The CT cases of a folder, in natural name order: NIfTI and NRRD files (also MetaImage
-    .mha/.mhd) and sub-folders holding a DICOM series. Hidden files, segmentations
-    (.seg.nrrd), LiverXAI's own output folders and unrelated files are ignored; sub-folders
-    are not searched further. Raises ``InputError`` for a missing folder or one without cases.
+    .mha/.mhd) and sub-folders holding a DICOM series. Sub-folders are not searched further.
+
+    Ignored: hidden files, segmentations (.seg.nrrd), LiverXAI's output folders, unrelated
+    files, and the volumes LiverXAI writes beside a case (a single-case run whose output folder
+    is the input folder): a file ``X_<tag>`` with a tag of ``output_tags`` (``X_label.nii.gz``,
+    ``X_uncertainty.nii.gz``, ``X_gradcam_liver.nii.gz``, ``X_ig_tumor.nrrd``, ...) is an
+    output, not a case, when ``X`` is itself a case of the folder (``X.nii.gz``, a DICOM
+    folder ``X/``) or ``X_report.json`` lies beside it. So a CT that merely ends like an output
+    (``liver_label.nii.gz`` alone) is still a case. Raises ``InputError`` for a missing folder
+    or one without cases.
     """
     folder = Path(input_dir)
     if not folder.is_dir():
         raise InputError(f"Input folder not found: {folder}")
-    cases = []
+    candidates = []
     for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if path.name.startswith("."):
             continue
         if path.is_dir():
             if not is_output_folder(path) and has_dicom_series(path):
-                cases.append(path)
+                candidates.append(path)
         elif is_case_file(path):
-            cases.append(path)
+            candidates.append(path)
+    owners, tags = output_owners(folder, candidates), output_tags()
+    cases = [p for p in candidates if p.is_dir() or not is_our_output(p, owners, tags)]
     if not cases:
         raise InputError(
             f"No CT cases found in {folder}: expected NIfTI (.nii, .nii.gz) or NRRD (.nrrd, "

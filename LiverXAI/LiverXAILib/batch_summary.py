@@ -1,13 +1,20 @@
 """The summary of a batch run: one row per case, written as ``summary.csv`` (atomically),
 printed as a table by the CLI and added to the scene as a table node by the Logic.
+
+``summary.csv`` describes the whole output folder, not one run: a run replaces the rows of its
+own cases and keeps the others (``earlier_rows``), so running a folder and then a few more files
+into the same output folder lists them all.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,7 @@ NUMBER_COLUMNS = {  # column → (decimals, unit, description)
 # Statuses: "pending" (not reached yet), "done", "skipped" (already done by an earlier run),
 # "failed" (see reason), "cancelled" (the run was cancelled during or before the case).
 DONE, SKIPPED, FAILED, CANCELLED, PENDING = "done", "skipped", "failed", "cancelled", "pending"
+log = logging.getLogger(__name__)
 
 
 def empty_row(case: str, status: str = PENDING, reason: str = "") -> dict[str, Any]:
@@ -69,6 +77,114 @@ def row_from_report(
         "reason": reason,
         "output_folder": case,
     }
+
+
+def report_path(output_dir: Path, case: str) -> Path:
+    return output_dir / case / f"{case}_report.json"
+
+
+def read_complete_report(output_dir: Path, case: str) -> dict[str, Any] | None:
+    """The report of a case folder that is complete, else None. A case folder appears only
+    by renaming a finished temporary folder, and its report is the last file written."""
+    path = report_path(output_dir, case)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and "liverVolumeMl" in report else None
+
+
+def report_seconds(report: dict[str, Any]) -> float | None:
+    """The seconds the batch run that wrote a case report took for it."""
+    return (report.get("batch") or {}).get("seconds")
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def read_summary_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an existing ``summary.csv``, numbers as numbers and empty cells as None,
+    each case once; [] when there is none or it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        records = list(csv.DictReader(io.StringIO(text)))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        if path.exists():
+            log.warning("Cannot read %s (%s): it is rebuilt from the case folders", path, error)
+        return []
+    rows, seen = [], set()
+    for record in records:
+        case = (record.get("case") or "").strip()
+        if not case or case in seen:
+            continue
+        seen.add(case)
+        row = empty_row(case, str(record.get("status") or PENDING), record.get("reason") or "")
+        for column in SUMMARY_COLUMNS[1:]:
+            if column in NUMBER_COLUMNS:
+                row[column] = _number(record.get(column))
+        row["output_folder"] = record.get("output_folder") or ""
+        rows.append(row)
+    return rows
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting ``case2`` before ``case10`` (case-insensitive, numbers by value)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+
+
+def earlier_rows(output_dir: Path, cases: Sequence[str]) -> list[dict[str, Any]]:
+    """The summary rows an output folder already has, for ``merge_rows`` to keep.
+
+    The rows of ``summary.csv`` in their order, then the complete case folders it does not
+    list (a lost summary, an older LiverXAI), in natural order. Rows of ``cases`` (this run)
+    only hold their place. A case with a complete folder is listed from its report's numbers
+    ("done", or its earlier "skipped"), unless its last row says "failed" or "cancelled": that
+    row is kept as it was. A "done"/"skipped" row whose folder is gone (removed by the user)
+    is dropped; a "pending" row without a folder (a killed run) becomes "cancelled".
+    """
+    current = set(cases)
+    rows = []
+    listed = set()
+    for row in read_summary_rows(output_dir / SUMMARY_FILE):
+        case, status = row["case"], row["status"]
+        listed.add(case)
+        report = None if case in current else read_complete_report(output_dir, case)
+        if case in current or status in (FAILED, CANCELLED):
+            rows.append(row)
+        elif report is not None:
+            kept = status if status in (DONE, SKIPPED) else DONE
+            reason = row["reason"] if status == kept else ""
+            rows.append(row_from_report(case, report, kept, report_seconds(report), reason))
+        elif status == PENDING:
+            reason = "not finished: its run was interrupted"
+            rows.append({**row, "status": CANCELLED, "reason": reason})
+    try:
+        folders = sorted(output_dir.iterdir(), key=lambda p: natural_key(p.name))
+    except OSError:
+        folders = []
+    for folder in folders:
+        case = folder.name
+        if case.startswith(".") or case in listed or case in current or not folder.is_dir():
+            continue
+        report = read_complete_report(output_dir, case)
+        if report is not None:
+            rows.append(row_from_report(case, report, DONE, report_seconds(report)))
+    return rows
+
+
+def merge_rows(
+    earlier: Sequence[dict[str, Any]], current: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The folder's summary: ``earlier`` rows in their order, each replaced by this run's row
+    of the same case, then this run's other cases in input order."""
+    by_case = {row["case"]: row for row in current}
+    merged = [by_case.pop(row["case"], row) for row in earlier]
+    return merged + [row for row in current if row["case"] in by_case]
 
 
 def _cell(column: str, value: Any) -> str:
@@ -106,10 +222,20 @@ class BatchResult:
     # SegmentAndExplainResult by case name, for cases left in the scene (keep_in_scene)
     results: dict[str, Any] = field(default_factory=dict)
     tableNode: Any = None  # the summary's table node, once the Logic has added it
+    # rows summary.csv already had (``earlier_rows``): kept, except those of this run's cases
+    previous: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def summary_path(self) -> Path:
         return self.output_dir / SUMMARY_FILE
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Every row of the output folder's ``summary.csv``: earlier cases and this run's."""
+        return merge_rows(self.previous, self.rows)
+
+    def write_summary(self) -> None:
+        """Write the folder's ``summary.csv`` (atomically)."""
+        write_summary(self.summary_path, self.summary_rows())
 
     def count(self, status: str) -> int:
         return sum(row["status"] == status for row in self.rows)
