@@ -17,6 +17,7 @@ import slicer.util
 import vtk
 from conftest import SAMPLE_SMALL_CT, load_volume_node, require, restored
 from LiverXAILib.dicom_seg import DicomSegError, dicom_files, read_headers, source_slices
+from LiverXAILib.errors import InputError
 from LiverXAILib.exports import (
     FORMATS,
     ExportError,
@@ -387,13 +388,22 @@ def test_the_source_series_is_found_among_others_in_a_folder(case, tmp_path):
     write_ct_series(array, LPS_TO_RAS @ ijk_to_ras, folder / "other")
     (folder / "notes.txt").write_text("not DICOM")
     assert len(read_headers(dicom_files(folder))) == 2
-    out = tmp_path / "out"
-    paths = export_results(
-        case.app.scene, case.node, case.corrected, out, "dicom-seg", dicom_series_dir=folder
-    )
-    seg = pydicom.dcmread(paths["dicom-seg"][0])
     source = pydicom.dcmread(next((folder / "tilted").iterdir()), stop_before_pixels=True)
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    other = pydicom.dcmread(next((folder / "other").iterdir()), stop_before_pixels=True)
+    with pytest.raises(InputError, match="holds 2 DICOM series.*--dicom-series"):
+        read_volume(folder)  # two series of 30 slices: the reader asks which one
+
+    def export(uid=None):  # without a UID, the series that fits the CT's grid
+        options = {"formats": "dicom-seg", "dicom_series_dir": folder, "dicom_series_uid": uid}
+        return export_results(
+            case.app.scene, case.node, case.corrected, tmp_path / "out", **options
+        )
+
+    for uid in (None, source.SeriesInstanceUID):
+        seg = pydicom.dcmread(export(uid)["dicom-seg"][0])
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    with pytest.raises(DicomSegError, match="not the source of CT from DICOM.*off the grid"):
+        export(other.SeriesInstanceUID)  # the series named, and no other
 
 
 def test_every_volume_of_a_result_gets_a_file_name(case):

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import SAMPLE_SMALL_CT, require
 from LiverXAILib.errors import InputError
-from LiverXAILib.volume_io import read_volume, volume_stem, write_volume
+from LiverXAILib.volume_io import read_volume, read_volume_and_source, volume_stem, write_volume
 
 
 def write_dicom_series(image: sitk.Image, folder) -> None:
@@ -66,6 +66,21 @@ def test_dicom_series_folder_reads_like_the_file(tmp_path):
     expected_array, expected_matrix = read_volume(SAMPLE_SMALL_CT)
     np.testing.assert_array_equal(array, expected_array)
     np.testing.assert_allclose(matrix, expected_matrix, atol=1e-4)
+
+
+def test_a_dicom_folder_is_described_by_its_series_and_a_file_as_a_file(tmp_path):
+    image = sitk.ReadImage(str(require(SAMPLE_SMALL_CT)))
+    write_dicom_series(image, tmp_path / "series")
+    (tmp_path / "series" / "notes.txt").write_text("not DICOM")
+    array, _, source = read_volume_and_source(tmp_path / "series")
+    assert array.shape[0] == image.GetDepth()
+    assert source["kind"] == "dicom" and source["files"] == image.GetDepth()
+    assert source["seriesInstanceUID"] == "1.2.826.0.1.3680043.2.1125.2"
+    assert source["leftOut"] == source["warnings"] == source["otherSeries"] == []
+    assert read_volume_and_source(SAMPLE_SMALL_CT)[2] == {
+        "path": str(SAMPLE_SMALL_CT),
+        "kind": "file",
+    }
 
 
 def test_write_then_read_keeps_geometry(tmp_path):

@@ -6,10 +6,16 @@ type AUTOMATIC, and every frame tied to the source CT instance it lies on. The m
 matched to the source slices by geometry (position, orientation and spacing of each file), so
 the series may be stored in any slice order; a segmentation that is not on the source grid is
 refused. In Slicer with QuantitativeReporting, its own exporter (dcmqi) is used instead.
+
+The source images are the files that :mod:`dicom_series` chose for the CT volume (localizers
+and other misfits left out); what their headers lack is repaired in copies
+(:mod:`dicom_seg_sources`).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,8 @@ import numpy as np
 
 from .atomic import atomic_path
 from .terminology import SEGMENT_TERMS, Code
+
+log = logging.getLogger(__name__)
 
 GEOMETRY_TOLERANCE = 0.1  # voxels: how far a source pixel centre may be from a voxel centre
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
@@ -220,34 +228,44 @@ def build_segmentation(
     algorithm_name: str,
     version: str,
     series_description: str = "LiverXAI segmentation",
+    log_repairs: bool = True,
 ) -> Any:
     """The DICOM SEG dataset: one frame per source slice and non-empty segment, each
-    referencing its source instance. ``masks`` maps segment name → (K, J, I) boolean array."""
+    referencing its source instance. ``masks`` maps segment name → (K, J, I) boolean array.
+    What the source headers lack is repaired in copies (logged as warnings unless
+    ``log_repairs`` is false), see :func:`dicom_seg_sources.repair_sources`."""
     import highdicom as hd
+
+    from .dicom_seg_sources import repair_sources
 
     names = list(masks)
     frames = np.stack(
         [np.stack([masks[n][s.k, s.j, s.i] for n in names], axis=-1) for s in slices]
     ).astype(np.uint8)
-    first = slices[0].dataset
-    series_number = int(first.get("SeriesNumber", 0) or 0) + 100
-    return hd.seg.Segmentation(
-        source_images=[s.dataset for s in slices],
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(names, algorithm_name, version),
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="LiverXAI",
-        manufacturer_model_name=algorithm_name[:64],
-        software_versions=version,
-        device_serial_number="0",
-        content_description=series_description[:64],
-        content_label="LIVERXAI",
-        series_description=series_description[:64],
-    )
+    sources, notes, character_set = repair_sources([s.dataset for s in slices])
+    for note in notes if log_repairs else ():
+        log.warning("DICOM SEG of series %s: %s", sources[0].SeriesInstanceUID, note)
+    series_number = int(sources[0].get("SeriesNumber", 0) or 0) + 100
+    with warnings.catch_warnings():  # the source's patient name is copied as it is
+        warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
+        return hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segment_descriptions(names, algorithm_name, version),
+            series_instance_uid=hd.UID(),
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="LiverXAI",
+            manufacturer_model_name=algorithm_name[:64],
+            software_versions=version,
+            device_serial_number="0",
+            content_description=series_description[:64],
+            content_label="LIVERXAI",
+            series_description=series_description[:64],
+            specific_character_set=character_set,
+        )
 
 
 def write_dataset(dataset: Any, path: Path) -> None:

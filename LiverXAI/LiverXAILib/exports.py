@@ -10,7 +10,9 @@ Formats (file names start with ``STEM``, by default the input node's name):
   Segmentations logic in **LPS** millimetres (Slicer's default for surface files, and the
   physical space of DICOM, ITK and the NIfTI/NRRD files written here); a segment with no
   voxels has no surface and gets no file.
-* ``dicom-seg`` (``STEM_seg.dcm``): see :mod:`dicom_seg`; it needs the source DICOM series.
+* ``dicom-seg`` (``STEM_seg.dcm``): see :mod:`dicom_seg`; it needs the source DICOM series,
+  chosen in a folder as the CT reader chooses it (:mod:`dicom_series`). Check a command-line
+  input with :func:`check_dicom_seg_export` before the long run.
 
 Volume files keep the node's own geometry (a parent transform is not applied, as when Slicer
 saves a volume); surfaces are exported by Slicer's own exporter, which applies it. Every file
@@ -213,18 +215,58 @@ def segment_masks(
     return masks, ijk_to_ras
 
 
+def _require_highdicom() -> None:
+    try:
+        import highdicom  # noqa: F401
+    except ImportError as error:
+        raise DicomSegError(
+            "DICOM SEG export needs the QuantitativeReporting extension (in Slicer) or the "
+            "highdicom package (slicer.util.pip_install('highdicom') or pip install highdicom)."
+        ) from error
+
+
+def check_dicom_seg_export(input_path: str | Path, series_uid: str | None = None) -> list[str]:
+    """Before a long run: whether a DICOM SEG of ``input_path`` can be made (a folder holding
+    a DICOM series whose headers a SEG can reference). Returns the repairs the SEG will carry
+    (sentences, see :mod:`dicom_seg_sources`). Raises ``ExportError`` for an input that is not
+    a DICOM folder, ``InputError`` for a folder without a usable or unambiguous series (pick
+    one with ``series_uid``), ``DicomSegError`` when the SEG cannot be made. Reads headers only
+    and builds a two-frame SEG: a second or so."""
+    from .dicom_seg_sources import check_series
+
+    path = Path(input_path)
+    needs = "--export dicom-seg needs a DICOM series folder as input"
+    if not path.exists():
+        raise ExportError(f"{needs}; {path} does not exist.")
+    if not path.is_dir():
+        name = path.name.lower()
+        kind = (
+            "a NIfTI file"
+            if name.endswith((".nii", ".nii.gz"))
+            else "an NRRD file"
+            if name.endswith((".nrrd", ".nhdr"))
+            else "a file"
+        )
+        raise ExportError(f"{needs}; {path.name} is {kind}.")
+    _require_highdicom()
+    return check_series(path, series_uid)[1]
+
+
 def prepare_dicom_seg(
     scene: Any,
     input_node: Any,
     result: SegmentAndExplainResult,
     dicom_series_dir: str | Path | None = None,
+    series_uid: str | None = None,
 ) -> Callable[[Path], None]:
     """Check that a DICOM SEG can be made and build it; returns the function that writes it.
 
-    Source images: ``dicom_series_dir`` if given, else the files of the input node in Slicer's
-    DICOM database (``DICOM.instanceUIDs``). Inside Slicer with QuantitativeReporting and no
-    folder given, its exporter is used; otherwise highdicom. Raises ``DicomSegError`` when no
-    source series is known (the CT did not come from DICOM) or it does not match the CT.
+    Source images: the series of ``dicom_series_dir`` (``series_uid``, else the one
+    :func:`dicom_series.choose_series` picks, else one that fits the CT's grid; see
+    :func:`dicom_seg_sources.seg_sources`), or the files of the input node in Slicer's DICOM
+    database (``DICOM.instanceUIDs``). Inside Slicer with QuantitativeReporting and no folder
+    given, its exporter is used; otherwise highdicom. Raises ``DicomSegError`` when no source
+    series is known (the CT did not come from DICOM) or it does not match the CT.
     """
     from . import dicom_seg
 
@@ -233,30 +275,36 @@ def prepare_dicom_seg(
     description = f"LiverXAI liver and tumour ({result.modelName})"
     name = input_node.GetName()
     if dicom_series_dir is not None:
-        files = dicom_seg.dicom_files(dicom_series_dir)
-        where = str(dicom_series_dir)
-    else:
-        files = dicom_seg.files_from_dicom_database(input_node)
-        where = "Slicer's DICOM database"
-        if files is None:
-            raise DicomSegError(
-                f"{name} did not come from DICOM (no source DICOM series is known), and a DICOM "
-                "SEG must reference the source CT images: give the CT's DICOM series folder, "
-                "or load the CT through Slicer's DICOM module."
-            )
-        exporter = dicom_seg.slicer_exporter_class()
-        if exporter is not None:
-            segment_ids(segmentation_node)
-            return lambda path: dicom_seg.export_with_slicer(
-                exporter, segmentation_node, path, algorithm, description
-            )
-    try:
-        import highdicom  # noqa: F401
-    except ImportError as error:
+        from .dicom_seg_sources import series_segmentation
+
+        _require_highdicom()
+        masks, ijk_to_ras = segment_masks(scene, segmentation_node, input_node)
+        dataset, _ = series_segmentation(
+            dicom_series_dir,
+            masks,
+            ijk_to_ras,
+            algorithm,
+            _version(),
+            description,
+            series_uid,
+            name,
+        )
+        return lambda path: dicom_seg.write_dataset(dataset, path)
+    files = dicom_seg.files_from_dicom_database(input_node)
+    where = "Slicer's DICOM database"
+    if files is None:
         raise DicomSegError(
-            "DICOM SEG export needs the QuantitativeReporting extension (in Slicer) or the "
-            "highdicom package (slicer.util.pip_install('highdicom') or pip install highdicom)."
-        ) from error
+            f"{name} did not come from DICOM (no source DICOM series is known), and a DICOM "
+            "SEG must reference the source CT images: give the CT's DICOM series folder, "
+            "or load the CT through Slicer's DICOM module."
+        )
+    exporter = dicom_seg.slicer_exporter_class()
+    if exporter is not None:
+        segment_ids(segmentation_node)
+        return lambda path: dicom_seg.export_with_slicer(
+            exporter, segmentation_node, path, algorithm, description
+        )
+    _require_highdicom()
     series = dicom_seg.read_headers(files)
     if not series:
         raise DicomSegError(f"No DICOM images found in {where}.")
@@ -292,11 +340,15 @@ def export_results(
     stem: str | None = None,
     dicom_series_dir: str | Path | None = None,
     progress: Progress | None = None,
+    dicom_series_uid: str | None = None,
 ) -> dict[str, list[Path]]:
     """Write a result in the chosen ``formats`` (see :data:`FORMATS`) into ``out_dir``.
 
     ``input_node`` is the CT the result was computed from (None: the segmentation's reference
     volume); ``stem`` starts every file name (default: the input's name, made file-safe).
+    ``dicom_series_uid`` names the series of ``dicom_series_dir`` the CT was read from (as
+    :func:`volume_io.read_volume_and_source` reports it), so that the SEG references exactly
+    the files that were read.
     Returns the written paths by format. Everything that can be checked is checked before the
     first file is written: unknown formats (``ExportError``), missing nodes, and for
     ``dicom-seg`` the source series (``DicomSegError``).
@@ -320,7 +372,7 @@ def export_results(
     write_seg = None
     if "dicom-seg" in chosen:
         report(0.0, "Preparing the DICOM SEG")
-        write_seg = prepare_dicom_seg(scene, input_node, result, dicom_series_dir)
+        write_seg = prepare_dicom_seg(scene, input_node, result, dicom_series_dir, dicom_series_uid)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
