@@ -314,3 +314,13 @@ def test_write_report_html_is_atomic(tmp_path, figures):
     assert [p.name for p in tmp_path.iterdir()] == ["case_report.html"]
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+
+
+def test_report_slices_with_uncertainty_on_the_coarser_map_grid(case):
+    """The uncertainty lies on the network's grid (e.g. 128 x 128 for a 512 x 512 CT): an
+    empty review list must still find the most uncertain liver slice on that grid."""
+    labels = case["labels"]
+    coarse = case["uncertainty"][:, ::3, ::3]  # (20, 32, 32): as a 96 x 96 CT at 32 x 32
+    chosen = choose_report_slices(labels, [], coarse, count=3)
+    assert 5 in chosen
+    assert len(chosen) == len(set(chosen)) == 3

@@ -26,6 +26,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .constants import CLASS_COLORS, LIVER, TUMOR
+from .map_grid import labels_on_map_grid
 
 HEAT_CMAP = "hot"
 UNCERTAINTY_CMAP = "viridis"
@@ -99,8 +100,12 @@ def choose_report_slices(
 
 
 def _most_uncertain_liver_slice(labels: np.ndarray, uncertainty: np.ndarray) -> int | None:
+    """The liver slice with the highest mean uncertainty. The uncertainty may lie on the
+    coarser map grid (map_grid.py): the liver is then sampled at the map pixels' centres."""
+    if uncertainty.shape[1:] != labels.shape[1:]:
+        labels = labels_on_map_grid(labels, uncertainty.shape[1:])
     best, best_mean = None, -1.0
-    for index in range(labels.shape[0]):
+    for index in range(min(labels.shape[0], uncertainty.shape[0])):
         mask = labels[index] >= LIVER
         if mask.any():
             mean = float(np.mean(uncertainty[index][mask]))
