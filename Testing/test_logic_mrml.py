@@ -184,6 +184,9 @@ def ct_like(shape=(8, 32, 32)):
         ("empty", InputError, "empty"),
         ("constant", InputError, "constant"),
         ("not_hu", NotHounsfieldError, "Hounsfield"),
+        ("all_nan", InputError, "NaN"),
+        ("sheared", InputError, "not perpendicular"),
+        ("batch_zero", ValueError, "batchSize"),
         ("missing_model", CheckpointError, "not found"),
         ("corrupt_model", CheckpointError, "not a readable"),
         ("unknown_model", CheckpointError, "Unknown model"),
@@ -207,6 +210,12 @@ def test_bad_input_gives_a_clear_error_and_adds_nothing(headless, tmp_path, case
         node = make_node(app, np.full((4, 8, 8), 7, dtype=np.int16))
     elif case == "not_hu":
         node = make_node(app, (np.arange(8 * 32 * 32) % 256).reshape(8, 32, 32).astype(np.uint8))
+    elif case == "all_nan":
+        node = make_node(app, np.full((4, 8, 8), np.nan, dtype=np.float32))
+    elif case == "sheared":
+        matrix = np.diag([-1.0, -1.0, 2.5, 1.0])
+        matrix[1, 2] = 0.8  # slices shifted towards anterior: a gantry tilt
+        node = add_volume_from_array(app.scene, ct_like(), matrix, "tilted")
     elif case == "missing_model":
         model = str(tmp_path / "absent.pt")
     elif case == "corrupt_model":
@@ -214,10 +223,23 @@ def test_bad_input_gives_a_clear_error_and_adds_nothing(headless, tmp_path, case
         model = str(tmp_path / "corrupt.pt")
     elif case == "unknown_model":
         model = "no-such-model"
+    options = {"batchSize": 0} if case == "batch_zero" else {}
     count = app.scene.GetNumberOfNodes()
     with pytest.raises(error, match=message):
-        logic.segmentAndExplain(node, model=model)
+        logic.segmentAndExplain(node, model=model, **options)
     assert app.scene.GetNumberOfNodes() == count
+
+
+def test_a_few_nan_voxels_run_with_a_warning_and_the_node_keeps_them(headless):
+    logic = LiverXAILogic(headless.scene, headless.appLogic)
+    array = ct_like().astype(np.float32)
+    array[:, :2, :] = np.nan
+    node = make_node(headless, array, spacing=(2.5, 0.8, 0.8))
+    result = logic.segmentAndExplain(node, explainClasses=[], uncertainty="none")
+    assert any("NaN" in text and "-1000" in text for text in result.warnings)
+    assert "Warning:" in result.summary()
+    kept = slicer.util.arrayFromVolume(node)
+    assert np.isnan(kept[:, :2, :]).all() and np.array_equal(kept[:, 2:], array[:, 2:])
 
 
 def test_non_hounsfield_input_runs_when_the_user_insists(headless):

@@ -307,7 +307,7 @@ def _process_case(
     except for the finished case folder and, with ``keep_in_scene``, the case's nodes."""
     from . import scene as mrml
     from .outputs import write_json, write_outputs
-    from .volume_io import read_volume
+    from .volume_io import read_volume_and_source
 
     started = time.perf_counter()
     scene = logic.scene
@@ -316,7 +316,7 @@ def _process_case(
     keep_nodes = False
     try:
         step(0.0, "reading")
-        array, ijk_to_ras = read_volume(path)
+        array, ijk_to_ras, source = read_volume_and_source(path)
         node = mrml.add_volume_from_array(scene, array, ijk_to_ras, name)
         del array
         result = logic.segmentAndExplain(
@@ -328,6 +328,7 @@ def _process_case(
             cancelEvent=cancel,
             **segment_options,
         )
+        result.attach_source(source)
         step(0.86, "writing outputs")
         report = write_outputs(scene, node, result, temporary, name, path)
         series = path if path.is_dir() else None
@@ -335,7 +336,16 @@ def _process_case(
         if formats:
             from .exports import export_results
 
-            export_results(scene, node, result, temporary, formats, name, series)
+            export_results(
+                scene,
+                node,
+                result,
+                temporary,
+                formats,
+                name,
+                series,
+                dicom_series_uid=source.get("seriesInstanceUID"),
+            )
         seconds = time.perf_counter() - started
         report["timings"]["case_total"] = seconds
         report["batch"] = {

@@ -32,6 +32,7 @@ SUMMARY_COLUMNS = (
     "seconds",
     "status",
     "reason",
+    "warnings",
     "output_folder",
 )
 NUMBER_COLUMNS = {  # column → (decimals, unit, description)
@@ -75,6 +76,8 @@ def row_from_report(
         "seconds": seconds,
         "status": status,
         "reason": reason,
+        # the input's and the result's warnings (odd spacing, liver cut off by the scan, ...)
+        "warnings": " | ".join(str(text) for text in report.get("warnings") or []),
         "output_folder": case,
     }
 
@@ -269,6 +272,9 @@ class BatchResult:
             for line in table
         ]
         text += [f"{row['case']}: {row['reason']}" for row in self.rows if row["status"] == FAILED]
+        text += [
+            f"{row['case']}: warning: {row['warnings']}" for row in self.rows if row["warnings"]
+        ]
         return "\n".join(text)
 
     def to_table_node(self, scene: Any, name: str = "LiverXAI batch summary") -> Any:

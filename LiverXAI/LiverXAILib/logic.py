@@ -26,7 +26,8 @@ from .display3d import (
     show_labels_volume_rendering,
     volume_rendering_display,
 )
-from .errors import Cancelled, InputError, NotHounsfieldError
+from .errors import Cancelled, InputError
+from .input_checks import check_ct_array
 from .orientation import canonical_orientation
 from .output_nodes import Display3D, RunInfo, add_output_nodes
 from .result_nodes import (
@@ -42,8 +43,9 @@ EXISTING_RESULTS = ("keep", "replace")
 # methods that use them, so the Slicer module loads and can offer to install torch first.
 
 
-def check_input_volume(volume_node: Any, allow_non_hu: bool = False) -> None:
-    """Raise ``InputError`` naming what is wrong with the input for Segment & Explain."""
+def check_input_volume(volume_node: Any) -> None:
+    """Raise ``InputError`` if the node is not a 3D single-channel scalar volume; its values
+    and geometry are checked on the array (``input_checks.check_ct_array``)."""
     if volume_node is None:
         raise InputError("No input volume selected. Choose a CT volume.")
     if not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA(
@@ -65,16 +67,21 @@ def check_input_volume(volume_node: Any, allow_non_hu: bool = False) -> None:
             f"{name} is a 2D image ({dimensions[0]}×{dimensions[1]}×{dimensions[2]}); "
             "a 3D CT volume is needed."
         )
-    low, high = image.GetScalarRange()
-    if low == high:
-        raise InputError(
-            f"{name} is constant (every voxel is {low:g}); there is nothing to segment."
+
+
+def check_segment_options(batch_size: int, ig_steps: int, ig_baseline: float | str) -> None:
+    """Raise ``ValueError`` naming an option out of range, before any work starts."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batchSize={batch_size!r}: give a whole number of slices, at least 1.")
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+        raise ValueError(
+            f"integratedGradientsSteps={ig_steps!r}: give a whole number of steps, at least 1."
         )
-    if not allow_non_hu and (low > -500 or high < 100):
-        raise NotHounsfieldError(
-            f"{name} does not look like CT in Hounsfield units: values run from {low:g} to "
-            f"{high:g}, while CT has air near -1000 HU and soft tissue near 40 HU. Results may be "
-            "meaningless; run anyway only if you are sure."
+    if ig_baseline != "blurred" and not (
+        isinstance(ig_baseline, int | float) and np.isfinite(ig_baseline)
+    ):
+        raise ValueError(
+            f"integratedGradientsBaseline={ig_baseline!r}: give a value in HU or 'blurred'."
         )
 
 
@@ -191,7 +198,8 @@ class LiverXAILogic:
 
         started = time.perf_counter()
         report = progressCallback or (lambda _fraction, _message: None)
-        check_input_volume(inputVolumeNode, allowNonHU)
+        check_input_volume(inputVolumeNode)
+        check_segment_options(batchSize, integratedGradientsSteps, integratedGradientsBaseline)
         unknown = [name for name in explainClasses if name not in EXPLAINABLE_CLASSES]
         if unknown:
             raise ValueError(f"Cannot explain {unknown}: choose from {list(EXPLAINABLE_CLASSES)}.")
@@ -203,6 +211,9 @@ class LiverXAILogic:
         methods = check_methods(explainMethods) if class_ids else []
         uncertainty_spec = UncertaintySpec.from_name(uncertainty)
 
+        array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
+        checked = check_ct_array(array, ijk_to_ras, inputVolumeNode.GetName(), allowNonHU)
+        array = checked.array
         report(0.0, "Loading model")
         network, metadata = self.loadModel(model)
         engine = SliceInferenceEngine(
@@ -216,7 +227,6 @@ class LiverXAILogic:
                 "baseline": integratedGradientsBaseline,
             },
         )
-        array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
         timings = {"preprocess": time.perf_counter() - started}
         result = run_pipeline(
             array,
@@ -295,6 +305,7 @@ class LiverXAILogic:
             integratedGradientsEstimateSeconds=result.integrated_gradients_estimate,
             run=run.name,
             created=run.created,
+            warnings=checked.warnings + result.warnings,
             resultFolderItemID=nodes["folder"],
             volumeRenderingNodeID=nodes["volumeRendering"],
         )

@@ -23,7 +23,7 @@ from .inference import SliceInferenceEngine
 from .lesions import Lesion, measure_lesions
 from .map_grid import labels_on_map_grid, map_spacing
 from .orientation import CanonicalOrientation, canonical_orientation, canonical_spacing
-from .postprocessing import LabelStatistics, clean_labels, label_statistics
+from .postprocessing import LabelStatistics, clean_labels, label_statistics, label_warnings
 from .uncertainty import UncertaintySpec
 
 
@@ -43,6 +43,7 @@ class PipelineResult:
     lesions: list[Lesion]
     timings: dict[str, float] = field(default_factory=dict)
     integrated_gradients_estimate: float | None = None
+    warnings: list[str] = field(default_factory=list)  # for the clinician (label_warnings)
 
     def input_slice(self, canonical_index: int) -> int:
         """Canonical axial index → index along the input axis that runs inferior-superior
@@ -101,6 +102,7 @@ def run_pipeline(
         review=[],
         lesions=measure_lesions(labels, spacing, outputs.uncertainty),
         integrated_gradients_estimate=outputs.integrated_gradients_estimate,
+        warnings=label_warnings(labels, statistics),
     )
     _assess(result, engine.cam_layer_name)
     timings["postprocess"] = time.perf_counter() - mark

@@ -213,3 +213,26 @@ def _grow(
         slice(max(b.start - pad, 0), min(b.stop + pad, size))
         for b, pad, size in zip(box, pads, shape, strict=True)
     )
+
+
+PLAUSIBLE_LIVER_ML = (300.0, 5000.0)  # adult livers are about 1 to 2.5 L
+
+
+def label_warnings(labels: np.ndarray, statistics: LabelStatistics) -> list[str]:
+    """Warnings a clinician needs about a cleaned result: a liver cut off by the scan's first
+    or last slice (its volume is then a lower bound) and a liver volume outside 0.3–5 L."""
+    warnings = []
+    if statistics.liver_ml > 0 and ((labels[0] > 0).any() or (labels[-1] > 0).any()):
+        warnings.append(
+            "The liver reaches the first or last slice of the scan: part of it may lie outside "
+            f"the scan, so its volume ({statistics.liver_ml:.0f} mL) is a lower bound."
+        )
+    low, high = PLAUSIBLE_LIVER_ML
+    if statistics.liver_ml == 0:
+        warnings.append("No liver was found. Is this an abdominal CT?")
+    elif not low <= statistics.liver_ml <= high:
+        warnings.append(
+            f"The liver volume {statistics.liver_ml:.0f} mL is implausible (adult livers are "
+            "about 1000–2500 mL): check the voxel spacing and the segmentation."
+        )
+    return warnings

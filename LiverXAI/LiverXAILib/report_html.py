@@ -86,6 +86,7 @@ def render_report_html(report: Mapping[str, Any], figures: Sequence[tuple[str, b
     labels = _method_labels(quality)
     body = [
         _header(report, case),
+        _input_warnings(report.get("warnings")),
         _sanity_warning(quality, labels),
         _summary(report),
         _timings(_mapping(report.get("timings"))),
@@ -225,6 +226,12 @@ def _header(report: Mapping[str, Any], case: str) -> str:
         ("Model created", _e(info.get("created"))),
         ("Device", _e(report.get("device"))),
     ]
+    series = _mapping(report.get("source"))
+    if series.get("kind") == "dicom":
+        described = " ".join(
+            str(series.get(key)) for key in ("seriesNumber", "seriesDescription") if series.get(key)
+        )
+        rows.insert(1, ("DICOM series", _e(f"{described} ({series.get('seriesInstanceUID')})")))
     if info.get("notes"):
         rows.append(("Model notes", _e(info.get("notes"))))
     meta = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
@@ -234,6 +241,12 @@ def _header(report: Mapping[str, Any], case: str) -> str:
         "heatmaps. For research use; every finding must be confirmed by a clinician.</p>"
         f'<dl class="meta">{meta}</dl></header>'
     )
+
+
+def _input_warnings(warnings: Any) -> str:
+    """The input's and the result's warnings (odd spacing, non-finite voxels, cut-off liver)."""
+    items = "".join(f"<li>{_e(text)}</li>" for text in _items(warnings))
+    return f'<div class="warning">⚠ Please note:<ul>{items}</ul></div>' if items else ""
 
 
 def _sanity_warning(quality: Mapping[str, Any], labels: Mapping[str, str]) -> str:

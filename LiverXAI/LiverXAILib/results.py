@@ -33,10 +33,19 @@ class SegmentAndExplainResult:
     created: str = ""
     resultFolderItemID: int = 0  # the run's subject hierarchy folder
     volumeRenderingNodeID: str = ""  # the labelmap's volume rendering display node
+    warnings: list[str] = field(default_factory=list)  # input and result, in plain words
+    source: dict[str, Any] = field(default_factory=dict)  # the input file or DICOM series
+
+    def attach_source(self, source: dict[str, Any]) -> None:
+        """Record where the input came from (``volume_io.read_volume_and_source``); the
+        reader's warnings (e.g. a DICOM image left out) come first among the warnings."""
+        self.source = dict(source)
+        self.warnings = [*source.get("warnings", []), *self.warnings]
 
     def summary(self) -> str:
         """A few lines for the module's results area and the console."""
-        lines = [
+        lines = [f"Warning: {text}" for text in self.warnings]
+        lines += [
             f"Liver: {self.liverVolumeMl:.1f} mL (tumour included)",
             f"Tumour: {self.tumorVolumeMl:.1f} mL in {self.tumorCount} "
             f"lesion{'s' if self.tumorCount != 1 else ''}",

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_path
 from .errors import InputError
+from .nifti_non_finite import restore_non_finite
 
 if TYPE_CHECKING:
     from .dicom_series import SeriesInfo
@@ -182,7 +183,10 @@ def read_volume_and_source(
         )
     if image.GetDimension() != 3:
         raise InputError(f"{path.name} is {image.GetDimension()}D; a 3D CT volume is needed.")
-    return sitk.GetArrayFromImage(image), ijk_to_ras_from_image(image), source
+    array = sitk.GetArrayFromImage(image)
+    if source["kind"] == "file":  # ITK reads NaN in a NIfTI file as 0: put them back
+        array = restore_non_finite(array, path)
+    return array, ijk_to_ras_from_image(image), source
 
 
 def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
