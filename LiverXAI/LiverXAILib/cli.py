@@ -19,13 +19,14 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from .cli_models import add_models_parser, run_models
 from .cli_training import add_training_parsers, run_evaluate, run_train
 from .constants import DEFAULT_MODEL, EXPLAINABLE_CLASSES
-from .errors import CheckpointError, InputError
+from .errors import Cancelled, CheckpointError, InputError
 
 SAMPLE_CT = (
     Path(__file__).resolve().parents[1] / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"
@@ -74,6 +75,16 @@ def _export_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give at least 1")
+    return value
+
+
 def _progress(fraction: float, message: str) -> None:
     """Progress on stderr: one updating line on a terminal, plain lines in a log."""
     if sys.stderr.isatty():
@@ -82,61 +93,107 @@ def _progress(fraction: float, message: str) -> None:
         print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
-def segment_file(args: argparse.Namespace, input_path: Path, save_scene: bool = False) -> dict:
-    """Segment & Explain one file into ``args.out``; returns the report dictionary."""
+def segment_file(
+    args: argparse.Namespace,
+    input_path: Path,
+    save_scene: bool = False,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """Segment & Explain one file into ``args.out``; returns the report dictionary.
+
+    Everything that can be checked is checked before the work starts (the output folder, the
+    export formats for this input, the input's values and geometry). The outputs are written
+    into a private folder and moved into ``args.out`` together at the end, the report last:
+    a failure or a cancel (``cancel`` set, e.g. by Ctrl-C) leaves no output file behind.
+    """
+    from .atomic import check_writable_folder, staged_folder
     from .headless import create_headless_application
     from .logic import LiverXAILogic
     from .outputs import write_json, write_outputs
     from .scene import add_volume_from_array
-    from .volume_io import read_volume, volume_stem
+    from .volume_io import read_volume_and_source, volume_stem
 
     started = time.perf_counter()
-    array, ijk_to_ras = read_volume(input_path)
+    out = Path(args.out)
+    check_writable_folder(out)
+    _check_exports_possible(args.export, input_path, args.dicom_series)
+    array, ijk_to_ras, source = read_volume_and_source(input_path, args.dicom_series)
     app = create_headless_application()
     stem = volume_stem(input_path)
     input_node = add_volume_from_array(app.scene, array, ijk_to_ras, stem)
+    del array
     logic = LiverXAILogic(app.scene, app.appLogic)
     result = logic.segmentAndExplain(
-        input_node, progressCallback=_progress, **_segment_options(args)
+        input_node, progressCallback=_progress, cancelEvent=cancel, **_segment_options(args)
     )
+    result.attach_source(source)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    report = write_outputs(app.scene, input_node, result, Path(args.out), stem, input_path)
-    if args.export:
-        from .exports import export_results
+    with staged_folder(out, last=f"{stem}_report.json") as staging:
+        report = write_outputs(app.scene, input_node, result, staging, stem, input_path)
+        _stop_if_cancelled(cancel)
+        if args.export:
+            from .exports import export_results
 
-        export_results(
-            app.scene,
-            input_node,
-            result,
-            Path(args.out),
-            args.export,
-            stem=stem,
-            dicom_series_dir=input_path if input_path.is_dir() else None,
-        )
-    if args.snapshot_3d:
-        from .display3d import segmentation_bounds
-        from .render3d import render_3d_view
+            export_results(
+                app.scene,
+                input_node,
+                result,
+                staging,
+                args.export,
+                stem=stem,
+                dicom_series_dir=input_path if input_path.is_dir() else None,
+                dicom_series_uid=source.get("seriesInstanceUID"),
+            )
+            _stop_if_cancelled(cancel)
+        if args.snapshot_3d:
+            from .display3d import segmentation_bounds
+            from .render3d import render_3d_view
 
-        logic.setVolumeRendering(result, True)
-        segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
-        bounds = segmentation_bounds(segmentation)
-        render_3d_view(app.scene, app.appLogic, Path(args.out) / f"{stem}_3d.png", bounds)
-    if save_scene:
-        # MRML writes a bundle only under an absolute folder: "demo-output" would fail
-        scene_path = Path(args.out).resolve() / "scene.mrb"
-        # Slicer names the bundle's folder after the file, so write "scene.mrb" in a private
-        # temporary folder beside the target, then move it into place.
-        with tempfile.TemporaryDirectory(dir=scene_path.parent, prefix=".scene-") as folder:
-            temporary = Path(folder) / scene_path.name
-            if not app.scene.WriteToMRB(str(temporary)):
-                raise RuntimeError(f"Saving the scene to {scene_path} failed.")
-            os.replace(temporary, scene_path)
-    report["timings"]["command_total"] = time.perf_counter() - started
-    report["peak_rss_mb"] = _peak_rss_mb()
-    write_json(Path(args.out) / f"{stem}_report.json", report)
+            logic.setVolumeRendering(result, True)
+            segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
+            bounds = segmentation_bounds(segmentation)
+            render_3d_view(app.scene, app.appLogic, staging / f"{stem}_3d.png", bounds)
+        if save_scene:
+            _write_scene_bundle(app.scene, staging / "scene.mrb")
+        report["timings"]["command_total"] = time.perf_counter() - started
+        report["peak_rss_mb"] = _peak_rss_mb()
+        write_json(staging / f"{stem}_report.json", report)
+        _stop_if_cancelled(cancel)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(result.summary())
     return report
+
+
+def _check_exports_possible(
+    formats: tuple[str, ...], input_path: Path, series_uid: str | None
+) -> None:
+    """Refuse an export that this input cannot give, before the pipeline runs."""
+    if "dicom-seg" in formats:
+        from .exports import check_dicom_seg_export
+
+        try:
+            check_dicom_seg_export(input_path, series_uid)
+        except ValueError as error:  # ExportError, DicomSegError: this input cannot give it
+            raise InputError(str(error)) from None
+
+
+def _stop_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Segment & Explain was cancelled while writing its outputs.")
+
+
+def _write_scene_bundle(scene: object, path: Path) -> None:
+    """Save the scene as a Slicer bundle (.mrb) at ``path``, an absolute or relative path."""
+    path = path.resolve()  # MRML writes a bundle only under an absolute folder
+    # Slicer names the bundle's working folder after the file: write it in a private
+    # temporary folder, then move the file into place.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".scene-") as folder:
+        temporary = Path(folder) / path.name
+        if not scene.WriteToMRB(str(temporary)):
+            raise RuntimeError(f"Saving the scene to {path.name} failed.")
+        os.replace(temporary, path)
 
 
 def _segment_options(args: argparse.Namespace) -> dict:
@@ -167,46 +224,32 @@ def segment_folder(args: argparse.Namespace, input_dir: Path) -> int:
     model; prints the summary table. Returns 0 if every case is done (now or by an earlier
     run), 1 if any failed or the run was cancelled. Ctrl-C or SIGTERM cancels after cleaning
     up the case in progress; a second Ctrl-C stops at once (still leaving no partial case)."""
-    import signal
-    import threading
-
+    from .atomic import check_writable_folder
     from .batch import process_files
     from .batch_cases import find_cases
     from .headless import create_headless_application
+    from .interrupts import cancel_on_signals
     from .logic import LiverXAILogic
 
+    check_writable_folder(args.out)
     cases = find_cases(input_dir)
     app = create_headless_application()
     logic = LiverXAILogic(app.scene, app.appLogic)
-    cancel = threading.Event()
-    previous = {}
-
-    def on_signal(number, _frame) -> None:
-        cancel.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
-        name = signal.Signals(number).name
-        print(f"\n{name}: stopping after cleaning up the current case", file=sys.stderr)
-
-    if threading.current_thread() is threading.main_thread():
-        for number in (signal.SIGINT, signal.SIGTERM):
-            previous[number] = signal.signal(number, on_signal)
-    try:
-        result = process_files(
-            logic,
-            cases,
-            args.out,
-            progress=_progress,
-            cancel=cancel,
-            overwrite=args.overwrite,
-            export_formats=args.export,
-            **_segment_options(args),
-        )
-    except KeyboardInterrupt:
-        print(f"\nInterrupted; no partial case was left in {args.out}", file=sys.stderr)
-        return 130
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    with cancel_on_signals("stopping after cleaning up the current case") as cancel:
+        try:
+            result = process_files(
+                logic,
+                cases,
+                args.out,
+                progress=_progress,
+                cancel=cancel,
+                overwrite=args.overwrite,
+                export_formats=args.export,
+                **_segment_options(args),
+            )
+        except KeyboardInterrupt:
+            print(f"\nInterrupted; no partial case was left in {args.out}", file=sys.stderr)
+            return 1
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(result.format_table())
@@ -249,7 +292,9 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         choices=["tta", "mc-dropout", "none"],
         help="per-voxel uncertainty: test-time augmentation (default), Monte Carlo dropout, none",
     )
-    parser.add_argument("--ig-steps", default=32, type=int, help="Integrated Gradients steps")
+    parser.add_argument(
+        "--ig-steps", default=32, type=_positive_int, help="Integrated Gradients steps"
+    )
     parser.add_argument(
         "--ig-baseline",
         default=-1000.0,
@@ -268,7 +313,20 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="render the 3D view offscreen to STEM_3d.png (single case; needs OpenGL/EGL)",
     )
-    parser.add_argument("--batch-size", default=16, type=int)
+    parser.add_argument(
+        "--batch-size",
+        default=16,
+        type=_positive_int,
+        help="slices per forward pass (an upper bound on the CPU)",
+    )
+    parser.add_argument(
+        "--dicom-series",
+        default=None,
+        metavar="UID",
+        help="DICOM folder holding several series: the SeriesInstanceUID to segment "
+        "(default: the CT series chosen by the rule in the documentation; it is named in the "
+        "report)",
+    )
     parser.add_argument(
         "--allow-non-hu",
         action="store_true",
@@ -279,6 +337,11 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m LiverXAILib", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an unexpected failure, show the full Python traceback (for bug reports)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     segment = commands.add_parser(
@@ -308,18 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import Cancelled
-
+    """Run one command; exit status 0 done, 1 failed or interrupted (nothing half-made is
+    left), 2 unusable input or options (refused before any work)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "segment":
             if is_batch_input(args.input):
                 return segment_folder(args, args.input)
-            segment_file(args, args.input)
-        elif args.command == "demo":
-            segment_file(args, SAMPLE_CT, save_scene=True)
-            print(f"Outputs written to {args.out}")
-        elif args.command == "train":
+            return _run_single(args, args.input)
+        if args.command == "demo":
+            status = _run_single(args, SAMPLE_CT, save_scene=True)
+            if status == 0:
+                print(f"Outputs written to {args.out}")
+            return status
+        if args.command == "train":
             run_train(args)
         elif args.command == "evaluate":
             run_evaluate(args)
@@ -328,4 +393,35 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, CheckpointError, Cancelled, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _run_single(args: argparse.Namespace, input_path: Path, save_scene: bool = False) -> int:
+    """One case with Ctrl-C/SIGTERM as a cancel; a failure after the checks exits 1."""
+    from .interrupts import cancel_on_signals
+
+    nothing = f"no output was written to {args.out}"
+    with cancel_on_signals() as cancel:
+        try:
+            segment_file(args, input_path, save_scene=save_scene, cancel=cancel)
+        except (InputError, CheckpointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except Cancelled:
+            how = f"by {cancel.signal_name}" if cancel.signal_name else ""
+            print(f"Interrupted {how}: {nothing}.".replace("  ", " "), file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"Interrupted: {nothing}.", file=sys.stderr)
+            return 1
+        except Exception as error:  # noqa: BLE001 - one line for the user, then exit 1
+            if args.traceback:
+                raise
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(
+                f"error: {reason} ({type(error).__name__}); {nothing}. Run with --traceback "
+                "for the details.",
+                file=sys.stderr,
+            )
+            return 1
     return 0
