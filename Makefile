@@ -7,12 +7,18 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test bench lint format clean
 SOURCES := LiverXAI LiverXAITraining Testing bench
 
+# pip prints one line per package (no progress bars), so a first run is never silent.
+PIP := $(BIN)/pip install --progress-bar off --disable-pip-version-check
+
 $(STAMP): pyproject.toml constraints-dev.txt
+	@echo "== LiverXAI: creating $(VENV) and installing torch, MONAI, slicer-core and the test"
+	@echo "== tools (about 2 minutes and 3 GB the first time; later runs reuse it)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints-dev.txt -e ".[test,bench]"
-	$(BIN)/pip install --quiet --no-deps -c constraints-dev.txt grad-cam
+	$(PIP) --upgrade pip
+	$(PIP) -c constraints-dev.txt -e ".[test,bench]"
+	$(PIP) --no-deps -c constraints-dev.txt grad-cam
 	touch $(STAMP)
+	@echo "== LiverXAI: $(VENV) is ready"
 
 demo: $(STAMP)  ## Segment & Explain the bundled sample CT with the bundled weights
 	$(BIN)/python -m LiverXAILib demo --out demo-output
