@@ -183,6 +183,11 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:  # a damaged user catalog: say so, keep the bundled models
             slicer.util.errorDisplay(f"The model catalog could not be read: {error}")
             entries = []
+        problem = self.logic.modelCatalogProblem()
+        if problem and problem != getattr(self, "_shownCatalogProblem", None):
+            # the bundled models stay usable; say once what is wrong with the user's catalog
+            self._shownCatalogProblem = problem
+            slicer.util.warningDisplay(problem, windowTitle="LiverXAI model catalog")
         self._catalog = {entry["name"]: entry for entry in entries}
         for entry in entries:
             waiting = entry["source"] == "download" and not entry["available"]

@@ -6,14 +6,17 @@ name, architecture, input size, classes, training data, metrics, SHA-256 and eit
 see ``model_download.py``). Models the user trains or imports are registered in a second
 catalog of the same format in the user's model folder (``$LIVERXAI_MODELS_DIR`` or
 ``~/.liverxai/models``), so the Segment & Explain module lists them too. A model is used only
-after its file passes its checksum. This module needs no torch, so Slicer can list models
-before torch exists.
+after its file passes its checksum. A user catalog that cannot be read never hides the bundled
+models: it is left out, logged, reported by :func:`user_catalog_problem` (``models list``
+prints it) and named when one of its models is asked for. This module needs no torch, so
+Slicer can list models before torch exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +38,9 @@ FILE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # a bare file name: no folde
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # plain http is accepted only from these
 DERIVED_KEYS = ("path", "available", "source")  # added by read_catalog, never stored
 
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
 
 class CatalogError(CheckpointError, ValueError):
     """A catalog file is unreadable or an entry breaks the catalog format."""
@@ -53,6 +59,11 @@ def user_models_dir() -> Path:
     """The user's model folder: ``$LIVERXAI_MODELS_DIR`` or ``~/.liverxai/models``."""
     configured = os.environ.get("LIVERXAI_MODELS_DIR")
     return Path(configured).expanduser() if configured else Path.home() / ".liverxai" / "models"
+
+
+def user_catalog_path() -> Path:
+    """The user's catalog: ``user_models_dir()/models.json``."""
+    return user_models_dir() / "models.json"
 
 
 def download_cache_dir() -> Path:
@@ -197,21 +208,55 @@ def _read_one(catalog: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def read_catalog(catalog: str | Path | None = None) -> list[dict[str, Any]]:
+def _how_to_fix(error: CatalogError) -> str:
+    return (
+        f"{error} Fix that file or move it away (then import your models again); until then "
+        "only the bundled models are listed."
+    )
+
+
+def user_catalog_problem() -> str | None:
+    """Why the user's catalog cannot be used (one line, with how to fix it), or None."""
+    try:
+        _read_one(user_catalog_path())
+    except CatalogError as error:
+        return _how_to_fix(error)
+    return None
+
+
+def read_catalog(catalog: str | Path | None = None, warn: bool = True) -> list[dict[str, Any]]:
     """Catalog entries, each with three added keys.
 
     ``path``: the local file (``None`` for a download not yet fetched); ``available``: whether
     that file exists (its checksum is verified when used); ``source``: ``"bundled"``,
     ``"user"`` or ``"download"``. Without ``catalog``: the bundled models, then the user's
-    registered models (a user model named like a bundled one is ignored). Raises
-    ``CatalogError`` for a malformed catalog.
+    registered models (a user model named like a bundled one is ignored); a user catalog that
+    cannot be read is left out, with a warning logged once unless ``warn`` is false (see
+    :func:`user_catalog_problem`). Raises ``CatalogError`` for a malformed ``catalog`` or
+    bundled catalog.
     """
     if catalog is not None:
         return _read_one(Path(catalog))
     bundled = _read_one(CATALOG)
     names = {entry["name"] for entry in bundled}
-    user = [e for e in _read_one(user_models_dir() / "models.json") if e["name"] not in names]
-    return bundled + user
+    try:
+        user = _read_one(user_catalog_path())
+    except CatalogError as error:
+        message = _how_to_fix(error)
+        if warn and message not in _warned:
+            _warned.add(message)
+            _log.warning("%s", message)
+        user = []
+    return bundled + [entry for entry in user if entry["name"] not in names]
+
+
+def unknown_model_error(name: str, entries: list[dict[str, Any]]) -> CheckpointError:
+    """The error for a model name no catalog lists; names a user catalog that cannot be read."""
+    names = ", ".join(entry["name"] for entry in entries) or "none"
+    problem = user_catalog_problem()
+    if problem is not None:
+        return CatalogError(f"Model {name!r} is not available: {problem}")
+    return CheckpointError(f"Unknown model {name!r}. Available: {names}.")
 
 
 # --- Registering --------------------------------------------------------------------------
@@ -256,7 +301,10 @@ def register_model(
         "metrics": dict(metadata.get("metrics", {})),
     }
     catalog = folder / "models.json"
-    previous = _read_one(catalog)
+    try:
+        previous = _read_one(catalog)
+    except CatalogError as error:
+        raise CatalogError(f"Cannot add model {name!r}: {_how_to_fix(error)}") from None
     entries = [_stored(e) for e in previous if e["name"] != name] + [entry]
     validate_catalog({"models": entries}, str(catalog))
     # The file name carries the checksum: the catalog never points at a half-replaced file,
@@ -308,5 +356,8 @@ def resolve_model(name_or_path: str | Path, catalog: str | Path | None = None) -
         if not path.is_file():
             raise CheckpointError(f"Model file not found: {path}")
         return path
-    names = ", ".join(e["name"] for e in read_catalog(catalog)) or "none"
-    raise CheckpointError(f"Unknown model {str(name_or_path)!r}. Available: {names}.")
+    entries = read_catalog(catalog)
+    if catalog is not None:
+        names = ", ".join(entry["name"] for entry in entries) or "none"
+        raise CheckpointError(f"Unknown model {str(name_or_path)!r}. Available: {names}.")
+    raise unknown_model_error(str(name_or_path), entries)

@@ -5,11 +5,18 @@ A checkpoint is a plain dictionary ``{"format": ..., "metadata": {...}, "state_d
 ``torch.load(..., weights_only=True)``, so a malicious file cannot run code. Files are written
 atomically (temporary file, then rename). The bundled models are listed with their SHA-256 in
 ``Resources/Models/models.json`` and verified before use.
+
+Whatever a file claims is checked before it is used (:meth:`CheckpointMetadata.problems`,
+:func:`check_metadata`, :func:`check_weights`): a window of zero width, a size of zero, an even
+number of slices, unknown classes or architectures and NaN or infinite weights are refused
+with a ``CheckpointError`` naming the file and the field or tensor, never met later as a
+division by zero, a torch error or an empty segmentation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,10 +29,23 @@ from torch import nn
 from .atomic import atomic_path
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
 from .errors import CheckpointError
-from .networks import build_model
+from .networks import available_models, build_model
 from .preprocessing import SliceInputSpec
 
 FORMAT = "liverxai-checkpoint-1"
+MAX_INPUT_SIZE = 1024  # pixels per side; larger is no CT slice network LiverXAI can run
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _pair(value: Any) -> tuple | None:
+    return tuple(value) if isinstance(value, (list, tuple)) and len(value) == 2 else None
 
 
 @dataclass
@@ -49,11 +69,101 @@ class CheckpointMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
+        """The metadata of a checkpoint's dictionary, unchecked (see :meth:`problems`)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("architecture", None)
         for key in ("input_size", "hu_window", "class_names"):
-            if key in known:
+            if isinstance(known.get(key), list):
                 known[key] = tuple(known[key])
         return cls(**known)
+
+    def problems(self) -> list[str]:
+        """One message per field that cannot work (``"field 'x' is ...: expected ..."``)."""
+        found = []
+
+        def bad(field_name: str, expected: str) -> None:
+            value = getattr(self, field_name)
+            shown = list(value) if isinstance(value, tuple) else value
+            found.append(f"field {field_name!r} is {shown!r}; expected {expected}")
+
+        if self.architecture is None:
+            found.append("field 'architecture' is missing")
+        elif not isinstance(self.architecture, str) or (
+            self.architecture.strip().lower() not in available_models()
+        ):
+            bad("architecture", f"one of {', '.join(available_models())}")
+        if not isinstance(self.architecture_kwargs, dict) or not all(
+            isinstance(key, str) for key in self.architecture_kwargs
+        ):
+            bad("architecture_kwargs", "an object of keyword arguments")
+        size = _pair(self.input_size)
+        if size is None or not all(_is_int(n) and 0 < n <= MAX_INPUT_SIZE for n in size):
+            bad("input_size", f"two integers [height, width] in 1..{MAX_INPUT_SIZE}")
+        window = _pair(self.hu_window)
+        if window is None or not all(_is_number(v) for v in window) or window[0] >= window[1]:
+            bad("hu_window", "two finite numbers [low, high] in HU with low < high")
+        if not _is_int(self.num_slices) or self.num_slices < 1 or self.num_slices % 2 == 0:
+            bad("num_slices", "a positive odd integer (slices centred on the one segmented)")
+        if not isinstance(self.class_names, tuple) or self.class_names != CLASS_NAMES:
+            bad("class_names", f"{list(CLASS_NAMES)} (the classes LiverXAI segments)")
+        if not isinstance(self.training_data, list):
+            bad("training_data", "a list")
+        if not isinstance(self.metrics, dict):
+            bad("metrics", "an object")
+        if not isinstance(self.notes, str):
+            bad("notes", "a string")
+        return found
+
+
+def check_metadata(data: Any, name: str) -> CheckpointMetadata:
+    """The checkpoint's metadata, checked; ``CheckpointError`` naming ``name`` and the fields."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{name}: its metadata is not a dictionary; not a LiverXAI model.")
+    metadata = CheckpointMetadata.from_dict(data)
+    problems = metadata.problems()
+    if problems:
+        raise CheckpointError(
+            f"{name}: unusable metadata: {'; '.join(problems)}. Export the model again with "
+            "LiverXAI (or fix its metadata)."
+        )
+    return metadata
+
+
+def check_weights(state_dict: Any, name: str) -> dict[str, torch.Tensor]:
+    """The state dict if every entry is a tensor and every floating one is finite."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{name}: its weights ('state_dict') are not a dictionary.")
+    for key, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{name}: weight {key!r} is not a tensor.")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{name}: weight tensor {key!r} holds NaN or infinite values (the training "
+                "diverged?); this model cannot segment anything. Use another checkpoint, or "
+                "retrain with a lower learning rate."
+            )
+    return state_dict
+
+
+def _network_problems(model: nn.Module, metadata: CheckpointMetadata) -> list[str]:
+    """What the built network says against the metadata (channels, classes, size divisor)."""
+    problems = []
+    channels = getattr(model, "in_channels", metadata.num_slices)
+    if channels != metadata.num_slices:
+        problems.append(
+            f"field 'num_slices' is {metadata.num_slices} but the network takes {channels} "
+            "input channel(s)"
+        )
+    classes = getattr(model, "num_classes", len(CLASS_NAMES))
+    if classes != len(CLASS_NAMES):
+        problems.append(f"the network predicts {classes} classes, not {len(CLASS_NAMES)}")
+    divisor = getattr(model, "size_divisor", 1)
+    if _is_int(divisor) and any(n % divisor for n in metadata.input_size):
+        problems.append(
+            f"field 'input_size' is {list(metadata.input_size)}; the {metadata.architecture!r} "
+            f"network needs multiples of {divisor}"
+        )
+    return problems
 
 
 def save_checkpoint(
@@ -62,7 +172,13 @@ def save_checkpoint(
     metadata: CheckpointMetadata,
     training_state: dict[str, Any] | None = None,
 ) -> None:
-    """Save the model's weights with metadata (and optional training state) atomically."""
+    """Save the model's weights with metadata (and optional training state) atomically.
+
+    Raises ``CheckpointError`` for metadata that :meth:`CheckpointMetadata.problems` refuses.
+    """
+    problems = metadata.problems()
+    if problems:
+        raise CheckpointError(f"{Path(path).name}: not saved: {'; '.join(problems)}.")
     metadata.software = {
         "liverxai": "0.1.0",
         "torch": torch.__version__,
@@ -100,18 +216,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(
     path: str | Path, expected_architecture: str | None = None
 ) -> tuple[nn.Module, CheckpointMetadata]:
-    """Rebuild the network from a checkpoint, in evaluation mode on the CPU."""
+    """Rebuild the network from a checkpoint, in evaluation mode on the CPU.
+
+    The metadata, the network it describes and the weights are checked first
+    (``CheckpointError`` naming the file and what is wrong).
+    """
     payload = read_checkpoint(path)
     name = Path(path).name
-    try:
-        metadata = CheckpointMetadata.from_dict(payload["metadata"])
-        state_dict = payload["state_dict"]
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{name}: incomplete checkpoint metadata ({error}).") from error
-    if tuple(metadata.class_names) != CLASS_NAMES:
-        raise CheckpointError(
-            f"{name} predicts {list(metadata.class_names)}; LiverXAI needs {list(CLASS_NAMES)}."
-        )
+    metadata = check_metadata(payload.get("metadata"), name)
+    state_dict = check_weights(payload.get("state_dict"), name)
     if expected_architecture and metadata.architecture != expected_architecture:
         raise CheckpointError(
             f"{name} holds a {metadata.architecture!r} network, not {expected_architecture!r}."
@@ -120,6 +233,9 @@ def load_checkpoint(
         model = build_model(metadata.architecture, **metadata.architecture_kwargs)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{name}: cannot build its network: {error}") from error
+    problems = _network_problems(model, metadata)
+    if problems:
+        raise CheckpointError(f"{name}: unusable metadata: {'; '.join(problems)}.")
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

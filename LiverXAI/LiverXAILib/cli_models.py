@@ -21,7 +21,11 @@ def add_models_parser(commands: Any) -> None:
         "own (~/.liverxai/models or $LIVERXAI_MODELS_DIR).",
     )
     actions = models.add_subparsers(dest="models_action", required=True)
-    actions.add_parser("list", help="every model: name, source, available, SHA-256")
+    actions.add_parser(
+        "list",
+        help="every model: name, source, available, SHA-256 (and why your own catalog cannot "
+        "be read, if it cannot)",
+    )
     download = actions.add_parser("download", help="download a listed model and verify it")
     download.add_argument("name")
     imported = actions.add_parser("import", help="add a model file you were given")
@@ -55,11 +59,14 @@ def format_catalog(entries: list[dict[str, Any]]) -> str:
 
 def run_models(args: argparse.Namespace) -> None:
     """Carry out ``models list | download | import``."""
-    from .catalog import read_catalog
+    from .catalog import read_catalog, user_catalog_problem
     from .model_download import download_model, import_model
 
     if args.models_action == "list":
-        print(format_catalog(read_catalog()))
+        print(format_catalog(read_catalog(warn=False)))
+        problem = user_catalog_problem()
+        if problem is not None:
+            print(f"warning: {problem}", file=sys.stderr)
     elif args.models_action == "download":
         path = download_model(args.name, progress=_progress)
         print(f"{args.name}: {path} (SHA-256 verified)")

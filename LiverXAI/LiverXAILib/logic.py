@@ -106,6 +106,14 @@ class LiverXAILogic:
         """Catalog entries: name, source (bundled, user, download), available, sha256, ..."""
         return read_catalog()
 
+    @staticmethod
+    def modelCatalogProblem() -> str | None:
+        """Why the user's model catalog is left out (one line, with how to fix it), or None;
+        the bundled models stay available either way."""
+        from .catalog import user_catalog_problem
+
+        return user_catalog_problem()
+
     def downloadModel(
         self,
         model: str,

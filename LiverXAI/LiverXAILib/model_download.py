@@ -30,6 +30,7 @@ from .catalog import (
     read_catalog,
     register_model,
     sha256_file,
+    unknown_model_error,
     validate_catalog,
 )
 from .errors import Cancelled, CheckpointError
@@ -49,8 +50,7 @@ def _download_entry(entry_or_name: Mapping[str, Any] | str) -> dict[str, Any]:
         entries = read_catalog()
         found = [entry for entry in entries if entry["name"] == entry_or_name]
         if not found:
-            names = ", ".join(entry["name"] for entry in entries) or "none"
-            raise CheckpointError(f"Unknown model {entry_or_name!r}. Available: {names}.")
+            raise unknown_model_error(entry_or_name, entries)
         entry_or_name = found[0]
     entry = {k: v for k, v in entry_or_name.items() if k not in DERIVED_KEYS}
     validate_catalog({"models": [entry]}, "download")
@@ -155,9 +155,10 @@ def import_model(
 
     The file listed for download (same SHA-256) goes into the download cache, which makes
     that listed model available. A file already in the catalog is left as it is. Any other
-    file must load as a LiverXAI checkpoint (read safely, never executing code) and is
-    registered in the user's catalog under ``name`` (default: from the file name, not
-    replacing an existing model). Raises ``CheckpointError`` for anything else.
+    file must load as a LiverXAI checkpoint (read safely, never executing code; its metadata
+    and weights checked by ``checkpoints.load_checkpoint``) and is registered in the user's
+    catalog under ``name`` (default: from the file name, not replacing an existing model).
+    Raises ``CheckpointError`` for anything else.
     """
     path = Path(path)
     if not path.is_file():
@@ -176,11 +177,23 @@ def import_model(
             return {**entry, "path": str(target), "available": True}
         if entry["available"]:
             return entry
+    if name is None:
+        name = _unused_name(path.stem, {entry["name"] for entry in entries})
+    return register_checkpoint(
+        path, name, lambda _metadata: description or f"Imported from {path.name}."
+    )
+
+
+def register_checkpoint(
+    path: str | Path, name: str, describe: Callable[[Any], str]
+) -> dict[str, Any]:
+    """List a checkpoint in the user's catalog after the checks of every model LiverXAI loads.
+
+    ``load_checkpoint`` checks the metadata, the network it describes and the weights
+    (``CheckpointError`` naming the file); ``describe(metadata)`` gives the description.
+    Used by ``models import`` and by the trainer's ``--register``.
+    """
     from .checkpoints import load_checkpoint  # torch is needed only here
 
     _, metadata = load_checkpoint(path)
-    if name is None:
-        name = _unused_name(path.stem, {entry["name"] for entry in entries})
-    return register_model(
-        path, name, asdict(metadata), description or f"Imported from {path.name}."
-    )
+    return register_model(path, name, asdict(metadata), describe(metadata))
