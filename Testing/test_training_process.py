@@ -258,3 +258,42 @@ def test_parse_event_line():
     assert math.isnan(parse_event_line('  {"event": "x", "v": NaN}')["v"])
     for line in ("", "plain text", "{broken", "[1, 2]", '{"no_event": 1}', '{"event": 3}'):
         assert parse_event_line(line) is None, line
+
+
+LOGIC_AND_COMMAND = [  # TrainingOptions field, value, the train command's option and text
+    ("epochs", 0, "--epochs", "0"),
+    ("epochs", -5, "--epochs", "-5"),
+    ("batch_size", 0, "--batch-size", "0"),
+    ("batch_size", -4, "--batch-size", "-4"),
+    ("lr", 0.0, "--lr", "0.0"),
+    ("lr", math.inf, "--lr", "inf"),
+    ("patience", 0, "--patience", "0"),
+    ("keep_empty", 1.5, "--keep-empty", "1.5"),
+    ("size", 512, "--size", "512"),
+    ("slices", 2, "--slices", "2"),
+    ("loss", "focal", "--loss", "focal"),
+    ("schedule", "linear", "--schedule", "linear"),
+    ("arch", "segformer", "--arch", "segformer"),
+    ("device", "tpu", "--device", "tpu"),
+    ("augment", ("rotate", "mixup"), "--augment", "rotate,mixup"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "option", "text"), LOGIC_AND_COMMAND, ids=str)
+def test_logic_refuses_what_the_command_refuses_with_the_same_message(
+    field, value, option, text, headless, tmp_path, capsys
+):
+    """The Training module and ``python -m LiverXAILib train`` share one check per option."""
+    from LiverXAILib.cli import main
+    from LiverXAILib.training_options import TrainingOptions
+
+    out = tmp_path / "out"
+    logic = LiverXAITrainingLogic(scene=headless.scene, python=sys.executable)
+    with pytest.raises(ValueError) as refused:
+        logic.startTraining(TrainingOptions(data=tmp_path, out=out, **{field: value}))
+    assert logic.training is None and not logic.busy and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tmp_path), "--out", str(out), option, text])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f"error: argument {option}: {refused.value}")

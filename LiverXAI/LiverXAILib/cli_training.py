@@ -8,24 +8,69 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .augmentation import AUGMENTATIONS, DEFAULT_AUGMENTATIONS, parse_augmentations
 from .errors import CheckpointError, InputError
-from .losses import LOSSES
+from .training_options import (
+    ARCHITECTURES,
+    AUGMENTATIONS,
+    CACHE_DEFAULT_TEXT,
+    DEFAULT_AUGMENTATIONS,
+    DEVICES,
+    INPUT_SIZES,
+    LOSSES,
+    SCHEDULES,
+    SLICE_COUNTS,
+    default_cache_dir,
+    option_problem,
+    parse_augmentations,
+)
+
+# Nothing here imports torch: ``--help`` must answer at once. The choices come from
+# ``training_options`` (kept equal to the registries by a test) and every value is checked by
+# the same ``option_problem`` as the Training module's options and the trainer's config.
 
 
-def add_training_parsers(commands: Any) -> None:
-    """Add the ``train`` and ``evaluate`` commands."""
-    from .networks import available_models
-    from .training import SCHEDULES
+def checked(option: str, convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then refuse what ``option_problem`` refuses."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        problem = option_problem(option, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = option
+    return parse
+
+
+def _choices(values: tuple) -> str:
+    return "{" + ",".join(str(value) for value in values) + "}"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _augmentations(text: str) -> tuple[str, ...]:
+    try:
+        return parse_augmentations(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _add_train_parser(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train a network on a LiTS/MSD folder or a CSV of cases",
         description="Train a slice network. Architectures: "
-        + ", ".join(available_models())
+        + ", ".join(ARCHITECTURES)
         + ". Progress is printed as JSON lines; OUT receives best.pt, last.pt, history.csv, "
         "curves.png and split.json. Create OUT/STOP to stop after the current step.",
     )
@@ -48,7 +93,13 @@ def add_training_parsers(commands: Any) -> None:
         default=[],
         help="with --case: a validation case (repeat); default: select on the training slices",
     )
-    train.add_argument("--arch", default="unet", choices=available_models())
+    integer, number = "an integer", "a number"
+    train.add_argument(
+        "--arch",
+        default="unet",
+        type=checked("arch", str, "a name"),
+        metavar=_choices(ARCHITECTURES),
+    )
     train.add_argument(
         "--arch-option",
         action="append",
@@ -57,48 +108,96 @@ def add_training_parsers(commands: Any) -> None:
         help="architecture argument, e.g. variant=paper for transunet (JSON values)",
     )
     train.add_argument("--out", required=True, type=Path)
-    train.add_argument("--epochs", default=50, type=int)
-    train.add_argument("--batch-size", default=16, type=int, help="global batch size")
-    train.add_argument("--lr", default=1e-3, type=float)
-    train.add_argument("--schedule", default="none", choices=SCHEDULES)
-    train.add_argument("--size", default=128, type=int, choices=[128, 256])
-    train.add_argument("--slices", default=1, type=int, choices=[1, 3, 5])
-    train.add_argument("--loss", default="dicece", choices=LOSSES)
+    train.add_argument("--epochs", default=50, type=checked("epochs", int, integer), help=">= 1")
+    train.add_argument(
+        "--batch-size",
+        default=16,
+        type=checked("batch_size", int, integer),
+        help="global batch size (>= 1)",
+    )
+    train.add_argument("--lr", default=1e-3, type=checked("lr", float, number), help="> 0")
+    train.add_argument(
+        "--schedule",
+        default="none",
+        type=checked("schedule", str, "a name"),
+        metavar=_choices(SCHEDULES),
+    )
+    train.add_argument(
+        "--size", default=128, type=checked("size", int, integer), metavar=_choices(INPUT_SIZES)
+    )
+    train.add_argument(
+        "--slices", default=1, type=checked("slices", int, integer), metavar=_choices(SLICE_COUNTS)
+    )
+    train.add_argument(
+        "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=_choices(LOSSES)
+    )
     train.add_argument(
         "--class-weights",
-        default="1,1,3",
-        type=_floats,
-        help="background,liver,tumour weights of the loss (default 1,1,3)",
+        default=(1.0, 1.0, 3.0),
+        type=checked("class_weights", _floats, "numbers separated by commas"),
+        help="background,liver,tumour weights of the loss: three numbers >= 0, not all zero "
+        "(default 1,1,3)",
     )
-    train.add_argument("--patience", default=15, type=int, help="early-stopping patience")
+    train.add_argument(
+        "--patience",
+        default=15,
+        type=checked("patience", int, integer),
+        help="early stopping after this many epochs without improvement (>= 1; default 15)",
+    )
     train.add_argument(
         "--augment",
-        default=",".join(DEFAULT_AUGMENTATIONS),
+        default=DEFAULT_AUGMENTATIONS,
         type=_augmentations,
-        help=f"comma-separated: {','.join(AUGMENTATIONS)}, or none",
+        help=f"comma-separated: {','.join(AUGMENTATIONS)}, or none "
+        f"(default {','.join(DEFAULT_AUGMENTATIONS)})",
     )
     train.add_argument(
         "--keep-empty",
         default=0.2,
-        type=float,
-        help="fraction of slices without liver that are kept (default 0.2)",
+        type=checked("keep_empty", float, number),
+        help="fraction of slices without liver that are kept, in [0, 1] (default 0.2)",
     )
-    train.add_argument("--validation-fraction", default=0.15, type=float)
-    train.add_argument("--test-fraction", default=0.15, type=float)
+    train.add_argument(
+        "--validation-fraction",
+        default=0.15,
+        type=checked("validation_fraction", float, number),
+        help="in [0, 1) (default 0.15)",
+    )
+    train.add_argument(
+        "--test-fraction",
+        default=0.15,
+        type=checked("test_fraction", float, number),
+        help="in [0, 1) (default 0.15)",
+    )
     train.add_argument("--split-seed", default=0, type=int)
     train.add_argument("--seed", default=0, type=int)
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--workers", default=0, type=int, help="data-loading processes")
-    train.add_argument("--cache", type=Path, help="slice cache folder (default ~/.cache/liverxai)")
+    train.add_argument(
+        "--device", default="auto", type=checked("device", str, "a name"), metavar=_choices(DEVICES)
+    )
+    train.add_argument(
+        "--workers",
+        default=0,
+        type=checked("workers", int, integer),
+        help="data-loading processes (>= 0; default 0)",
+    )
+    train.add_argument(
+        "--cache",
+        type=Path,
+        help=f"slice cache folder (default: {CACHE_DEFAULT_TEXT}; here {default_cache_dir()})",
+    )
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--register", default="", metavar="NAME", help="list best.pt as model NAME")
     train.add_argument("--notes", default="")
 
+
+def add_training_parsers(commands: Any) -> None:
+    """Add the ``train`` and ``evaluate`` commands (imports nothing heavy)."""
+    _add_train_parser(commands)
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate trained models and write metrics.md / metrics.csv",
         description="Evaluate one or more models (catalog names or checkpoints; architectures: "
-        + ", ".join(available_models())
+        + ", ".join(ARCHITECTURES)
         + ") on every case of --data, or on one part of a training split.",
     )
     evaluate.add_argument("--model", action="append", required=True, help="repeat for more")
@@ -109,27 +208,20 @@ def add_training_parsers(commands: Any) -> None:
     )
     evaluate.add_argument("--out", required=True, type=Path)
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--figure-slices", default=4, type=int)
+    evaluate.add_argument("--figure-slices", default=4, type=_non_negative_int)
     evaluate.add_argument(
         "--no-postprocess", action="store_true", help="score the raw network labels"
     )
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _non_negative_int(text: str) -> int:
     try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {text}") from error
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError("give three weights: background,liver,tumour")
-    return values
-
-
-def _augmentations(text: str) -> tuple[str, ...]:
-    try:
-        return parse_augmentations(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
 
 
 def _architecture_options(pairs: list[str]) -> dict:

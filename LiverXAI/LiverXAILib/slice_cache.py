@@ -33,15 +33,6 @@ CACHE_VERSION = 2
 _CHUNK = 32  # slices extracted at once: bounds the memory of a 512×512 case
 
 
-def default_cache_dir() -> Path:
-    """``$LIVERXAI_CACHE`` or ``$XDG_CACHE_HOME/liverxai/slices`` (``~/.cache/...``)."""
-    configured = os.environ.get("LIVERXAI_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "liverxai" / "slices"
-
-
 @dataclass(frozen=True)
 class CachedCase:
     """A case's cached slices: the folder, the number of slices and the slice indices."""

@@ -30,24 +30,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from .augmentation import DEFAULT_AUGMENTATIONS
-from .catalog import register_model
 from .checkpoints import CheckpointMetadata, read_checkpoint, save_checkpoint
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
 from .data import Case, DataSplit, discover_cases, split_by_patient
 from .distributed import DistributedContext, distributed_context
 from .errors import InputError
 from .losses import build_loss
+from .model_download import register_checkpoint
 from .networks import build_model, count_parameters
 from .preprocessing import SliceInputSpec
-from .slice_cache import CachedCase, SliceCache, default_cache_dir
+from .slice_cache import CachedCase, SliceCache
 from .slice_dataset import SliceDataset
 from .stop_request import STOP_FILE, StoppedWhilePreparing, StopRequest
 from .training_curves import write_curves, write_history
-from .training_resume import check_resumable
+from .training_options import DEFAULT_AUGMENTATIONS, SCHEDULES, default_cache_dir
+from .training_resume import check_resumable, restore, run_problems
 from .validation import evaluate_dataset, selection_score
 
-SCHEDULES = ("none", "step", "cosine")
 Log = Callable[[dict], None]
 
 
@@ -83,6 +82,10 @@ class TrainConfig:
     resume: bool = False
     register_as: str = ""  # add best.pt to the user's model catalog under this name
     notes: str = ""
+
+    def problems(self) -> list[str]:
+        """Every setting that cannot work (the ``train`` command's checks); empty if none."""
+        return run_problems(self)
 
 
 def json_log(record: dict) -> None:
@@ -159,7 +162,14 @@ def _scheduler(optimizer, config: TrainConfig):
 
 
 def train(config: TrainConfig, log: Log | None = None) -> Path:
-    """Train as configured; returns the path of ``best.pt`` (see the module docstring)."""
+    """Train as configured; returns the path of ``best.pt`` (see the module docstring).
+
+    Raises ``ValueError`` before anything starts if a setting cannot work
+    (:meth:`TrainConfig.problems`), e.g. no epoch or an empty batch.
+    """
+    problems = config.problems()
+    if problems:
+        raise ValueError(" ".join(problems))
     log = log or json_log
     out = Path(config.out_dir)
     device_type = (
@@ -185,8 +195,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
     out.mkdir(parents=True, exist_ok=True)
     recipe = json.loads(json.dumps(asdict(config), default=str))
     if config.resume and (out / "last.pt").is_file():
-        saved = read_checkpoint(out / "last.pt").get("training_state", {}).get("config", {})
-        check_resumable(saved, recipe, out)
+        check_resumable(read_checkpoint(out / "last.pt"), recipe, out)
     device = _choose_device(config.device, context.local_rank)
     torch.manual_seed(config.seed + context.rank)
     log(
@@ -269,17 +278,9 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
     start_epoch, best_score, stale = 0, -1.0, 0
     if config.resume and (out / "last.pt").is_file():
         state = read_checkpoint(out / "last.pt")
-        network.load_state_dict(state["state_dict"])
-        training_state = state["training_state"]
-        optimizer.load_state_dict(training_state["optimizer"])
-        if scheduler is not None and training_state.get("scheduler"):
-            scheduler.load_state_dict(training_state["scheduler"])
-        if training_state.get("scaler"):
-            scaler.load_state_dict(training_state["scaler"])
-        start_epoch = int(training_state["epoch"]) + 1
-        best_score = float(training_state["best_score"])
-        stale = int(training_state["stale"])
-        history = list(training_state["history"])
+        start_epoch, best_score, stale, history = restore(
+            state, network, optimizer, scheduler, scaler
+        )
         log({"event": "resume", "epoch": start_epoch})
 
     per_rank_batch = max(1, math.ceil(config.batch_size / context.world_size))
@@ -372,8 +373,8 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
         log(
             {
                 "event": "done",
-                "best": str(out / "best.pt"),
-                "last": str(out / "last.pt"),
+                "best": _existing(out / "best.pt"),  # None: no epoch gave a usable score
+                "last": _existing(out / "last.pt"),
                 "best_score": best_score,
                 "registered": registered,
             }
@@ -427,12 +428,23 @@ def _train_epoch(
     return loss_sum, seen, False
 
 
+def _existing(path: Path) -> str | None:
+    """The path if the file exists: an event never names a file that is not there."""
+    return str(path) if path.is_file() else None
+
+
 def _register(checkpoint: Path, name: str) -> str:
-    """Add a finished checkpoint to the user's catalog (Segment & Explain lists it)."""
-    metadata = read_checkpoint(checkpoint)["metadata"]
-    description = (
-        f"{metadata['architecture']} trained with LiverXAI on "
-        f"{len(metadata.get('training_data', []))} case(s); {checkpoint.parent}."
+    """Add a finished checkpoint to the user's catalog (Segment & Explain lists it).
+
+    It is checked like every model import (metadata, finite weights): a diverged run is
+    refused with a ``CheckpointError``, never listed.
+    """
+    register_checkpoint(
+        checkpoint,
+        name,
+        lambda metadata: (
+            f"{metadata.architecture} trained with LiverXAI on "
+            f"{len(metadata.training_data)} case(s); {checkpoint.parent}."
+        ),
     )
-    register_model(checkpoint, name, metadata, description)
     return name

@@ -91,7 +91,11 @@ class LiverXAITrainingLogic:
 
     # Training ---------------------------------------------------------------------------------
     def startTraining(self, options: TrainingOptions) -> ChildProcess:
-        """Validate ``options`` and start the trainer; returns the running child process."""
+        """Validate ``options`` and start the trainer; returns the running child process.
+
+        A bad option raises ``ValueError`` before anything starts, with the message the
+        ``train`` command gives for it (both use ``training_options.option_problem``).
+        """
         self._refuseWhileBusy()
         options.validate()
         out = Path(options.out)
