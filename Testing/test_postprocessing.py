@@ -2,7 +2,12 @@
 
 import numpy as np
 import pytest
-from LiverXAILib.postprocessing import LabelStatistics, clean_labels, label_statistics
+from LiverXAILib.postprocessing import (
+    LabelStatistics,
+    clean_labels,
+    label_statistics,
+    label_warnings,
+)
 
 SPACING = (2.5, 1.0, 0.5)  # mm along axes (slices, rows, columns): anisotropic on purpose
 
@@ -133,3 +138,29 @@ def test_matches_a_plain_scipy_reference_on_random_blobs() -> None:
     expected[(labels == 2) & (distance <= 2.0)] = 2
 
     np.testing.assert_array_equal(clean_labels(labels, spacing, tumor_margin_mm=2.0), expected)
+
+
+def test_warnings_for_a_cut_off_or_implausible_liver() -> None:
+    """Real volumes: a 1.6 L liver inside the scan gives no warning; the same liver cut by
+    the first slice is a lower bound; 10 mL or 8 L are implausible; none at all is said."""
+    spacing = (2.0, 1.0, 1.0)
+    labels = np.zeros((60, 120, 120), dtype=np.uint8)
+    labels[5:55, 10:110, 20:100] = 1  # 50 * 100 * 80 * 2 mm^3 = 800 mL
+    labels = np.concatenate([labels, labels], axis=2)  # 1600 mL
+    inside = label_warnings(labels, label_statistics(labels, spacing))
+    assert inside == []
+    cut = labels.copy()
+    cut[0] = cut[5]
+    warnings = label_warnings(cut, label_statistics(cut, spacing))
+    assert len(warnings) == 1 and "lower bound" in warnings[0] and "1632 mL" in warnings[0]
+    small = np.zeros_like(labels)
+    small[20:30, 50:60, 50:100] = 1  # 10 mL
+    assert "implausible" in label_warnings(small, label_statistics(small, spacing))[0]
+    big = label_statistics(labels, (10.0, 1.0, 1.0))  # 8000 mL
+    assert "8000 mL is implausible" in label_warnings(labels, big)[0]
+    assert (
+        "No liver"
+        in label_warnings(np.zeros_like(labels), label_statistics(np.zeros_like(labels), spacing))[
+            0
+        ]
+    )

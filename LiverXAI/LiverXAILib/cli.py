@@ -162,7 +162,7 @@ def segment_file(
         _stop_if_cancelled(cancel)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(result.summary())
+    print(result.summary(warnings=False))
     return report
 
 

@@ -42,9 +42,10 @@ class SegmentAndExplainResult:
         self.source = dict(source)
         self.warnings = [*source.get("warnings", []), *self.warnings]
 
-    def summary(self) -> str:
-        """A few lines for the module's results area and the console."""
-        lines = [f"Warning: {text}" for text in self.warnings]
+    def summary(self, warnings: bool = True) -> str:
+        """A few lines for the module's results area and the console (``warnings`` first,
+        unless the caller shows them elsewhere)."""
+        lines = [f"Warning: {text}" for text in self.warnings] if warnings else []
         lines += [
             f"Liver: {self.liverVolumeMl:.1f} mL (tumour included)",
             f"Tumour: {self.tumorVolumeMl:.1f} mL in {self.tumorCount} "
