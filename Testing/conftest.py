@@ -32,6 +32,14 @@ def require(path: Path) -> Path:
 
 
 @pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    """A private, empty user model folder for each test."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("LIVERXAI_MODELS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
 def headless():
     """A fresh MRML scene with the module logics LiverXAI looks up by name."""
     from LiverXAILib.headless import create_headless_application

@@ -35,14 +35,6 @@ from LiverXAILib.networks import build_model
 DEMO = CATALOG.parent / "unet_demo.pt"
 
 
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch) -> Path:
-    """A private, empty user model folder for each test."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv("LIVERXAI_MODELS_DIR", str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
     """A real LiverXAI checkpoint that no catalog lists."""

@@ -32,14 +32,6 @@ from LiverXAILib.networks import build_model
 FEATURES = [4, 8, 16, 32, 64]
 
 
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch) -> Path:
-    """A private, empty user model folder for each test."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv("LIVERXAI_MODELS_DIR", str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def good_payload(tmp_path_factory) -> dict:
     """A valid checkpoint's dictionary (a small U-Net, 64x64) to spoil one field at a time."""

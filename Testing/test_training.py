@@ -251,7 +251,7 @@ def test_train_options_that_are_not_numbers(tmp_path, capsys):
 def test_evaluate_refuses_a_negative_number_of_figure_slices(tmp_path, capsys):
     arguments = ["evaluate", "--model", "unet-demo", "--out", str(tmp_path), "--data", "d"]
     error = parse_error([*arguments, "--figure-slices", "-1"], capsys)
-    assert error.endswith("argument --figure-slices: must be 0 or more (got -1)")
+    assert error.endswith("argument --figure-slices: -1 is too small: give at least 0")
 
 
 def test_the_training_module_commands_parse_as_given(tmp_path):

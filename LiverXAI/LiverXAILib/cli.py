@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .cli_models import add_models_parser, run_models
-from .cli_training import add_training_parsers, run_evaluate, run_train
+from .cli_training import add_training_parsers, int_at_least, run_evaluate, run_train
 from .constants import DEFAULT_MODEL, EXPLAINABLE_CLASSES
 from .errors import Cancelled, CheckpointError, InputError
 
@@ -73,16 +73,6 @@ def _export_formats(text: str) -> tuple[str, ...]:
         return check_formats(text.split(","))
     except ExportError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small: give at least 1")
-    return value
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -293,7 +283,7 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         help="per-voxel uncertainty: test-time augmentation (default), Monte Carlo dropout, none",
     )
     parser.add_argument(
-        "--ig-steps", default=32, type=_positive_int, help="Integrated Gradients steps"
+        "--ig-steps", default=32, type=int_at_least(1), help="Integrated Gradients steps"
     )
     parser.add_argument(
         "--ig-baseline",
@@ -316,7 +306,7 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         default=16,
-        type=_positive_int,
+        type=int_at_least(1),
         help="slices per forward pass (an upper bound on the CPU)",
     )
     parser.add_argument(

@@ -208,20 +208,25 @@ def add_training_parsers(commands: Any) -> None:
     )
     evaluate.add_argument("--out", required=True, type=Path)
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--figure-slices", default=4, type=_non_negative_int)
+    evaluate.add_argument("--figure-slices", default=4, type=int_at_least(0))
     evaluate.add_argument(
         "--no-postprocess", action="store_true", help="score the raw network labels"
     )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give at least {minimum}")
+        return value
+
+    return parse
 
 
 def _architecture_options(pairs: list[str]) -> dict:
