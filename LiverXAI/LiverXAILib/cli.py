@@ -10,7 +10,8 @@ it writes those files to ``OUT/<case>/`` for each case with one loaded model, pl
 ``demo`` does that for the bundled sample CT and also saves the scene as ``scene.mrb``.
 ``train`` trains a network on a LiTS / MSD folder or a CSV of cases (JSON-line progress);
 ``evaluate`` writes the papers' metrics tables for one or more models; ``models`` lists,
-downloads and imports catalog models (see cli_training.py and cli_models.py).
+downloads and imports catalog models (see cli_training.py and cli_models.py); ``crossval``
+cross-validates a training recipe leaving one patient out (see crossval.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import time
 from pathlib import Path
 
 from .cli_models import add_models_parser, run_models
-from .cli_training import add_training_parsers, int_at_least, run_evaluate, run_train
+from .cli_training import (
+    add_training_parsers,
+    int_at_least,
+    run_crossval,
+    run_evaluate,
+    run_train,
+)
 from .constants import DEFAULT_MODEL, EXPLAINABLE_CLASSES
 from .errors import Cancelled, CheckpointError, InputError
 
@@ -376,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             return status
         if args.command == "train":
             run_train(args)
+        elif args.command == "crossval":
+            return run_crossval(args)
         elif args.command == "evaluate":
             run_evaluate(args)
         elif args.command == "models":

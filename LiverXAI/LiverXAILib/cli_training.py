@@ -1,7 +1,8 @@
-"""``python -m LiverXAILib train | evaluate``: train a network and score trained models.
+"""``python -m LiverXAILib train | crossval | evaluate``: train networks and score them.
 
 ``train`` trains a slice network on a LiTS / MSD folder, a CSV of cases or explicit cases
-(JSON-line progress); ``evaluate`` writes the papers' metrics tables for one or more models.
+(JSON-line progress); ``crossval`` cross-validates a training recipe leaving one patient out
+(see crossval.py); ``evaluate`` writes the papers' metrics tables for one or more models.
 """
 
 from __future__ import annotations
@@ -93,70 +94,9 @@ def _add_train_parser(commands: Any) -> None:
         default=[],
         help="with --case: a validation case (repeat); default: select on the training slices",
     )
-    integer, number = "an integer", "a number"
-    train.add_argument(
-        "--arch",
-        default="unet",
-        type=checked("arch", str, "a name"),
-        metavar=_choices(ARCHITECTURES),
-    )
-    train.add_argument(
-        "--arch-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="architecture argument, e.g. variant=paper for transunet (JSON values)",
-    )
     train.add_argument("--out", required=True, type=Path)
-    train.add_argument("--epochs", default=50, type=checked("epochs", int, integer), help=">= 1")
-    train.add_argument(
-        "--batch-size",
-        default=16,
-        type=checked("batch_size", int, integer),
-        help="global batch size (>= 1)",
-    )
-    train.add_argument("--lr", default=1e-3, type=checked("lr", float, number), help="> 0")
-    train.add_argument(
-        "--schedule",
-        default="none",
-        type=checked("schedule", str, "a name"),
-        metavar=_choices(SCHEDULES),
-    )
-    train.add_argument(
-        "--size", default=128, type=checked("size", int, integer), metavar=_choices(INPUT_SIZES)
-    )
-    train.add_argument(
-        "--slices", default=1, type=checked("slices", int, integer), metavar=_choices(SLICE_COUNTS)
-    )
-    train.add_argument(
-        "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=_choices(LOSSES)
-    )
-    train.add_argument(
-        "--class-weights",
-        default=(1.0, 1.0, 3.0),
-        type=checked("class_weights", _floats, "numbers separated by commas"),
-        help="background,liver,tumour weights of the loss: three numbers >= 0, not all zero "
-        "(default 1,1,3)",
-    )
-    train.add_argument(
-        "--patience",
-        default=15,
-        type=checked("patience", int, integer),
-        help="early stopping after this many epochs without improvement (>= 1; default 15)",
-    )
-    train.add_argument(
-        "--augment",
-        default=DEFAULT_AUGMENTATIONS,
-        type=_augmentations,
-        help=f"comma-separated: {','.join(AUGMENTATIONS)}, or none "
-        f"(default {','.join(DEFAULT_AUGMENTATIONS)})",
-    )
-    train.add_argument(
-        "--keep-empty",
-        default=0.2,
-        type=checked("keep_empty", float, number),
-        help="fraction of slices without liver that are kept, in [0, 1] (default 0.2)",
-    )
+    _add_recipe_options(train)
+    number = "a number"
     train.add_argument(
         "--validation-fraction",
         default=0.15,
@@ -170,29 +110,171 @@ def _add_train_parser(commands: Any) -> None:
         help="in [0, 1) (default 0.15)",
     )
     train.add_argument("--split-seed", default=0, type=int)
-    train.add_argument("--seed", default=0, type=int)
-    train.add_argument(
-        "--device", default="auto", type=checked("device", str, "a name"), metavar=_choices(DEVICES)
-    )
-    train.add_argument(
-        "--workers",
-        default=0,
-        type=checked("workers", int, integer),
-        help="data-loading processes (>= 0; default 0)",
-    )
-    train.add_argument(
-        "--cache",
-        type=Path,
-        help=f"slice cache folder (default: {CACHE_DEFAULT_TEXT}; here {default_cache_dir()})",
-    )
+    _add_run_options(train)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--register", default="", metavar="NAME", help="list best.pt as model NAME")
     train.add_argument("--notes", default="")
 
 
+def _add_recipe_options(
+    parser: Any,
+    patience: int | None = 15,
+    patience_help: str = "early stopping after this many epochs without improvement (>= 1; "
+    "default 15)",
+) -> None:
+    """The options that shape the trained network (``train`` and ``crossval``)."""
+    integer, number = "an integer", "a number"
+    parser.add_argument(
+        "--arch",
+        default="unet",
+        type=checked("arch", str, "a name"),
+        metavar=_choices(ARCHITECTURES),
+    )
+    parser.add_argument(
+        "--arch-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture argument, e.g. variant=paper for transunet (JSON values)",
+    )
+    parser.add_argument("--epochs", default=50, type=checked("epochs", int, integer), help=">= 1")
+    parser.add_argument(
+        "--batch-size",
+        default=16,
+        type=checked("batch_size", int, integer),
+        help="global batch size (>= 1)",
+    )
+    parser.add_argument("--lr", default=1e-3, type=checked("lr", float, number), help="> 0")
+    parser.add_argument(
+        "--schedule",
+        default="none",
+        type=checked("schedule", str, "a name"),
+        metavar=_choices(SCHEDULES),
+    )
+    _add_input_and_loss_options(parser, patience, patience_help)
+
+
+def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help: str) -> None:
+    integer, number = "an integer", "a number"
+    parser.add_argument(
+        "--size", default=128, type=checked("size", int, integer), metavar=_choices(INPUT_SIZES)
+    )
+    parser.add_argument(
+        "--slices", default=1, type=checked("slices", int, integer), metavar=_choices(SLICE_COUNTS)
+    )
+    parser.add_argument(
+        "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=_choices(LOSSES)
+    )
+    parser.add_argument(
+        "--class-weights",
+        default=(1.0, 1.0, 3.0),
+        type=checked("class_weights", _floats, "numbers separated by commas"),
+        help="background,liver,tumour weights of the loss: three numbers >= 0, not all zero "
+        "(default 1,1,3)",
+    )
+    parser.add_argument(
+        "--patience", default=patience, type=checked("patience", int, integer), help=patience_help
+    )
+    parser.add_argument(
+        "--augment",
+        default=DEFAULT_AUGMENTATIONS,
+        type=_augmentations,
+        help=f"comma-separated: {','.join(AUGMENTATIONS)}, or none "
+        f"(default {','.join(DEFAULT_AUGMENTATIONS)})",
+    )
+    parser.add_argument(
+        "--keep-empty",
+        default=0.2,
+        type=checked("keep_empty", float, number),
+        help="fraction of slices without liver that are kept, in [0, 1] (default 0.2)",
+    )
+
+
+def _add_run_options(parser: Any) -> None:
+    """Seed, device, data-loading processes and slice cache (``train`` and ``crossval``)."""
+    integer = "an integer"
+    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument(
+        "--device", default="auto", type=checked("device", str, "a name"), metavar=_choices(DEVICES)
+    )
+    parser.add_argument(
+        "--workers",
+        default=0,
+        type=checked("workers", int, integer),
+        help="data-loading processes (>= 0; default 0)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help=f"slice cache folder (default: {CACHE_DEFAULT_TEXT}; here {default_cache_dir()})",
+    )
+
+
+def _folds(text: str) -> list[str] | None:
+    if text.strip().lower() in ("", "all"):
+        return None
+    return list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+
+
+def _add_crossval_parser(commands: Any) -> None:
+    crossval = commands.add_parser(
+        "crossval",
+        help="leave-one-patient-out cross-validation of a training recipe (resumable)",
+        description="Leave-one-patient-out cross-validation: for each patient of --data (the "
+        "CSV's patient column; one fold per patient) train on all other patients into "
+        "OUT/fold-<patient>/ and score that model on the held-out patient's cases alone "
+        "(OUT/fold-<patient>/result.json). No validation case is used: each fold trains for "
+        "the fixed --epochs and its last.pt is scored (--select best: best.pt, chosen on the "
+        "training slices). OUT/metrics.md, metrics.csv and per_case.csv are rewritten after "
+        "every fold (folds not done read 'pending'). --resume skips finished folds, continues "
+        "an interrupted one from its last.pt and refuses a changed recipe. Create OUT/STOP "
+        "or press Ctrl-C to stop cleanly. Exit status: 0 all chosen folds done, 1 stopped or a "
+        "fold failed with --keep-going, 2 unusable data or options, or a failed fold.",
+    )
+    crossval.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="CSV (image,label[,case][,patient]), LiTS folder or MSD task folder",
+    )
+    crossval.add_argument("--out", required=True, type=Path)
+    _add_recipe_options(
+        crossval,
+        patience=None,
+        patience_help="stop a fold after this many epochs without improvement on its training "
+        "slices (>= 1; default: never, every fold trains --epochs)",
+    )
+    crossval.add_argument(
+        "--select",
+        default="last",
+        choices=["last", "best"],
+        help="model scored per fold: last.pt (default) or best.pt (best on the training slices)",
+    )
+    crossval.add_argument(
+        "--folds",
+        default=None,
+        type=_folds,
+        metavar="all|P1,P2,...",
+        help="the held-out patients to run now (default all; the others stay pending)",
+    )
+    _add_run_options(crossval)
+    crossval.add_argument(
+        "--resume", action="store_true", help="continue a run in OUT (same recipe)"
+    )
+    crossval.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="record a failed fold (or a case whose label does not fit its CT) and go on",
+    )
+    crossval.add_argument(
+        "--no-postprocess", action="store_true", help="score the raw network labels"
+    )
+
+
 def add_training_parsers(commands: Any) -> None:
-    """Add the ``train`` and ``evaluate`` commands (imports nothing heavy)."""
+    """Add the ``train``, ``crossval`` and ``evaluate`` commands (imports nothing heavy)."""
     _add_train_parser(commands)
+    _add_crossval_parser(commands)
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate trained models and write metrics.md / metrics.csv",
@@ -278,6 +360,47 @@ def run_train(args: argparse.Namespace) -> None:
     )
     try:
         train(config)
+    except (InputError, CheckpointError, ValueError) as error:
+        json_log({"event": "error", "message": str(error)})
+        raise
+
+
+def run_crossval(args: argparse.Namespace) -> int:
+    """Carry out ``crossval``; returns the exit status (0 done, 1 stopped or a fold failed)."""
+    from .crossval import CrossvalConfig
+    from .crossval import run_crossval as crossval
+    from .training import json_log
+
+    config = CrossvalConfig(
+        data=args.data,
+        out_dir=args.out,
+        training={
+            "architecture": args.arch,
+            "architecture_kwargs": _architecture_options(args.arch_option),
+            "input_size": (args.size, args.size),
+            "num_slices": args.slices,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "schedule": args.schedule,
+            "loss": args.loss,
+            "class_weights": args.class_weights,
+            "keep_empty_fraction": args.keep_empty,
+            "augmentations": args.augment,
+            "patience": args.patience,
+            "seed": args.seed,
+        },
+        select=args.select,
+        postprocess=not args.no_postprocess,
+        folds=args.folds,
+        resume=args.resume,
+        keep_going=args.keep_going,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache,
+    )
+    try:
+        return crossval(config)
     except (InputError, CheckpointError, ValueError) as error:
         json_log({"event": "error", "message": str(error)})
         raise

@@ -405,6 +405,7 @@ def evaluate_models(
     figure_slices: int = 4,
     progress: EvaluationProgress | None = None,
     cancel: threading.Event | None = None,
+    on_labels: Callable[[str, CanonicalCase, np.ndarray], None] | None = None,
 ) -> list[ModelEvaluation]:
     """Evaluate each model (catalog name or checkpoint path) on every case.
 
@@ -413,7 +414,8 @@ def evaluate_models(
     "seconds"}`` after a model has been scored on it (``fraction``: share of all model-case
     pairs done). Raises ``Cancelled`` when ``cancel`` is set (checked between cases and
     between slice batches), ``CheckpointError`` for a bad model and ``InputError`` for a bad
-    case.
+    case. ``on_labels(model name, case, labels)``, if given, receives each model's scored
+    labels of each case (canonical orientation, post-processed if ``postprocess``).
     """
     if not models:
         raise ValueError("no model to evaluate")
@@ -454,6 +456,8 @@ def evaluate_models(
             _check_cancel(cancel)
             mark = time.perf_counter()
             labels = _evaluate_case(run, canonical, torch_device, postprocess, cancel)
+            if on_labels is not None:
+                on_labels(run.name, canonical, labels)
             if slices:
                 run.figure = FigureData(
                     case_id=case.case_id,
