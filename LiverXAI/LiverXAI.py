@@ -27,10 +27,13 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 if MODULE_DIR not in sys.path:
     sys.path.insert(0, MODULE_DIR)
 
-from LiverXAILib import dependencies  # noqa: E402
-from LiverXAILib.errors import Cancelled, NotHounsfieldError  # noqa: E402
-from LiverXAILib.logic import LiverXAILogic  # noqa: E402, F401
-from LiverXAILib.remembered_settings import load_settings, save_settings  # noqa: E402
+from LiverXAILib import slicer_version  # noqa: E402  (imports on any Python: checked first)
+
+if slicer_version.supported():  # the rest of LiverXAILib needs Slicer 5.10 (Python 3.10+)
+    from LiverXAILib import dependency_flow
+    from LiverXAILib.errors import Cancelled, NotHounsfieldError
+    from LiverXAILib.logic import LiverXAILogic  # noqa: F401
+    from LiverXAILib.remembered_settings import load_settings, save_settings
 
 SAMPLE_CT = os.path.join(MODULE_DIR, "Resources", "Data", "TotalSegmentatorExampleCT.nii.gz")
 SAMPLE_CT_SHA256 = "dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1"
@@ -62,7 +65,8 @@ Data: LiTS, Bilic et al. 2023, "The Liver Tumor Segmentation Benchmark (LiTS)";
 3D-IRCADb-01 (IRCAD, CC BY-NC-ND), used for development only and not redistributed;
 the TotalSegmentator example CT (Wasserthal et al. 2023, Apache-2.0), bundled as sample data.
 """
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        if slicer_version.announce(self.parent):  # an older Slicer: one message, nothing else
+            slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 def registerSampleData() -> None:
@@ -140,6 +144,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if slicer_version.show_in_panel(self.layout):  # an older Slicer: the message only
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverXAI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -168,6 +174,8 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        if self.logic is None:  # an older Slicer: setup showed the message only
+            return
         self.refreshModelList()  # the Training module may have registered a model meanwhile
         self.initializeParameterNode()
         self.refreshLayerList()
@@ -255,7 +263,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             params.explainLiver = "liver" in remembered["explainClasses"]
             params.explainTumor = "tumor" in remembered["explainClasses"]
 
-    def setParameterNode(self, parameterNode: LiverXAIParameterNode | None) -> None:
+    def setParameterNode(self, parameterNode: "LiverXAIParameterNode | None") -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -377,26 +385,15 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.setVolumeRendering(self._lastResult, enabled)
 
     def _ensureDependencies(self) -> bool:
-        """On first use: find missing packages and, after asking, install them."""
-        if self._dependenciesChecked:
-            return True
-        plan = dependencies.check()
-        if not plan.satisfied:
-            if not slicer.util.confirmOkCancelDisplay(
-                plan.question(), windowTitle="LiverXAI: install Python packages"
-            ):
-                return False
-            with slicer.util.tryWithErrorDisplay("Installing the Python packages failed."):
-                dependencies.install(plan)
-            if not dependencies.check().satisfied:
-                return False
-            if plan.restart_recommended:
-                slicer.util.infoDisplay("Restart Slicer so that the upgraded packages are used.")
-            self._describedDevice = None
-        self._dependenciesChecked = True
-        return True
+        """On first use: the packages LiverXAI needs, installed after asking (dependency_flow)."""
+        if not self._dependenciesChecked:
+            outcome = dependency_flow.ensure_in_slicer()
+            self._dependenciesChecked = outcome.ready
+            if outcome.installed:
+                self._describedDevice = None  # describe the device again, now with torch
+        return self._dependenciesChecked
 
-    def _previousResultsChoice(self) -> str | None:
+    def _previousResultsChoice(self) -> "str | None":
         """ "keep" or "replace" earlier results for this input (asked), None to stop."""
         runs = self.logic.previousResults(self._parameterNode.inputVolume)
         if not runs:
@@ -527,6 +524,8 @@ class LiverXAITest(ScriptedLoadableModuleTest):
     """Runs the real pipeline on the bundled sample CT."""
 
     def setUp(self):
+        slicer_version.skip_test_if_unsupported()  # an older Slicer: skipped, saying why
+        dependency_flow.require_for_self_test()  # packages installed after asking, or skipped
         slicer.mrmlScene.Clear()
 
     def runTest(self):

@@ -34,25 +34,20 @@ for _folder in (MODULE_DIR, os.path.join(os.path.dirname(MODULE_DIR), "LiverXAI"
             sys.path.insert(0, _folder)
         break
 
-from LiverXAILib.training_logic import LiverXAITrainingLogic  # noqa: E402
-from LiverXAILib.training_options import (  # noqa: E402
-    AUGMENTATIONS,
-    TrainingOptions,
-    available_architectures,
-    default_model_name,
-)
+from LiverXAILib import slicer_version  # noqa: E402  (imports on any Python: checked first)
+
+if slicer_version.supported():  # the rest of LiverXAILib needs Slicer 5.10 (Python 3.10+)
+    from LiverXAILib import dependency_flow
+    from LiverXAILib.training_logic import LiverXAITrainingLogic, slicer_python
+    from LiverXAILib.training_options import (
+        AUGMENTATIONS,
+        TrainingOptions,
+        available_architectures,
+        default_model_name,
+    )
 
 POLL_INTERVAL_MS = 500
 EVALUATION_FOLDER = "evaluation"
-
-
-def pythonForChildProcesses() -> str:
-    """Slicer's Python interpreter (PythonSlicer), which has torch and LiverXAILib's needs."""
-    found = shutil.which("PythonSlicer")
-    if found:
-        return found
-    beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
-    return str(beside) if beside.is_file() else sys.executable
 
 
 class LiverXAITraining(ScriptedLoadableModule):
@@ -77,6 +72,7 @@ checkpoint is added to Segment &amp; Explain's model list under the chosen name.
 <b>Evaluate</b> measures best.pt on the held-out cases of the split and shows the metrics table.
 <br><b>Research software, not for clinical use.</b>
 """
+        slicer_version.announce(self.parent)  # an older Slicer: one message for both modules
         self.parent.acknowledgementText = """
 Networks: U-Net (Ronneberger et al. 2015) and the VU-Net, residual U-Net, MultiResUNet
 (Ibtehaz &amp; Rahman 2020), DCUNet (Lou et al. 2021) and TransUNet (Chen et al. 2021) family.
@@ -113,24 +109,17 @@ class LiverXAITrainingParameterNode:
     evaluationPart: Annotated[str, Choice(["test", "validation", "train", "all"])] = "test"
 
 
-def trainingOptionsFrom(params: LiverXAITrainingParameterNode) -> TrainingOptions:
+def trainingOptionsFrom(params: LiverXAITrainingParameterNode) -> "TrainingOptions":
     """The trainer's options from the GUI state."""
     out = params.outputFolder.strip()
-    augment = [
-        name
-        for name, wanted in zip(
-            AUGMENTATIONS,
-            (
-                params.augmentRotate,
-                params.augmentFlip,
-                params.augmentZoom,
-                params.augmentNoise,
-                params.augmentIntensity,
-            ),
-            strict=True,
-        )
-        if wanted
-    ]
+    wanted = {
+        "rotate": params.augmentRotate,
+        "flip": params.augmentFlip,
+        "zoom": params.augmentZoom,
+        "noise": params.augmentNoise,
+        "intensity": params.augmentIntensity,
+    }
+    augment = [name for name in AUGMENTATIONS if wanted[name]]  # KeyError: a new one unbound
     registerName = (
         (params.registerName.strip() or default_model_name(out)) if params.register else None
     )
@@ -168,12 +157,14 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if slicer_version.show_in_panel(self.layout):  # an older Slicer: the message only
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverXAITraining.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.logic = LiverXAITrainingLogic(python=pythonForChildProcesses())
+        self.logic = LiverXAITrainingLogic(python=slicer_python())
         self.ui.architectureSelector.addItems(available_architectures())
         self.ui.metricsTextEdit.setFont(qt.QFontDatabase.systemFont(qt.QFontDatabase.FixedFont))
 
@@ -194,13 +185,14 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._timer.stop()
-        if self.logic is not None:
+        if self.logic is not None:  # None on an older Slicer: setup showed the message only
+            self._timer.stop()
             self.logic.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         # The timer keeps running: a training run goes on while another module is shown.
@@ -224,7 +216,7 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = slicer.mrmlScene.AddNode(node)
         self.setParameterNode(LiverXAITrainingParameterNode(node))
 
-    def setParameterNode(self, parameterNode: LiverXAITrainingParameterNode | None) -> None:
+    def setParameterNode(self, parameterNode: "LiverXAITrainingParameterNode | None") -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -306,6 +298,8 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # Runs -----------------------------------------------------------------------------------------
     def onTrainButton(self) -> None:
+        if not dependency_flow.ensure_in_slicer().ready:  # torch, MONAI ...: asks to install
+            return
         with slicer.util.tryWithErrorDisplay("Could not start training.", waitCursor=True):
             self._chartShown = False
             self.ui.metricsTextEdit.setPlainText("")
@@ -324,6 +318,8 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._update()
 
     def onEvaluateButton(self) -> None:
+        if not dependency_flow.ensure_in_slicer().ready:
+            return
         params = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start the evaluation.", waitCursor=True):
             out = Path(params.outputFolder.strip())
@@ -373,7 +369,7 @@ class LiverXAITrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * run.progress.fraction))
         self.ui.statusLabel.text = run.progress.message
 
-    def _onEvent(self, event: dict) -> str | None:
+    def _onEvent(self, event: dict) -> "str | None":
         """Act on one event; returns an error message to show, if any."""
         kind, source = event["event"], event.get("source")
         if kind == "epoch" and not self._chartShown:
@@ -402,6 +398,8 @@ class LiverXAITrainingTest(ScriptedLoadableModuleTest):
     TIMEOUT_SECONDS = 900
 
     def setUp(self):
+        slicer_version.skip_test_if_unsupported()  # an older Slicer: skipped, saying why
+        dependency_flow.require_for_self_test()  # packages installed after asking, or skipped
         slicer.mrmlScene.Clear()
 
     def runTest(self):
@@ -430,7 +428,7 @@ class LiverXAITrainingTest(ScriptedLoadableModuleTest):
         temporary = Path(tempfile.mkdtemp(prefix="LiverXAITrainingTest-"))
         data, out = temporary / "data", temporary / "run"
         self._makeData(data)
-        logic = LiverXAITrainingLogic(python=pythonForChildProcesses())
+        logic = LiverXAITrainingLogic(python=slicer_python())
         options = TrainingOptions(
             data=data, out=out, arch="unet", epochs=2, size=128, cache=temporary / "cache"
         )

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from LiverXAILib import dependencies
+from LiverXAILib import dependencies, requirement_specs
 from LiverXAILib.dependencies import (
     PIP,
     PYTORCH_EXTENSION,
@@ -39,7 +39,7 @@ SLICER_SHIPS = {"numpy", "scipy", "simpleitk", "pillow"}
 @pytest.fixture(params=[True, False], ids=["packaging", "fallback"])
 def either_parser(request, monkeypatch):
     """Run a test with packaging and with the fallback used where packaging is missing."""
-    monkeypatch.setattr(dependencies, "_USE_PACKAGING", request.param)
+    monkeypatch.setattr(requirement_specs, "_USE_PACKAGING", request.param)
     return request.param
 
 
@@ -317,12 +317,30 @@ class Environment:
         self.calls.append(("pip_install", requirements))
         self.pip(*shlex.split(requirements))
 
-    def pip_ensure(self, requirements, constraints=None, prompt_install=True, requester=None):
-        # slicer.packaging.pip_ensure: pip install with -c constraints, after its own prompt
-        self.calls.append(("pip_ensure", (list(requirements), prompt_install, requester)))
+    def pip_ensure(
+        self,
+        requirements,
+        constraints=None,
+        skip_packages=None,
+        prompt_install=True,
+        prompt_restart=True,
+        requester=None,
+        skip_in_testing=True,
+        show_progress=True,
+    ):
+        # slicer.packaging.pip_ensure of Slicer 5.12: pip install with -c constraints, after its
+        # own prompt, then its own restart prompt; under --testing it would install nothing.
+        texts = [str(r) for r in requirements]  # packaging Requirement objects
+        flags = {"prompt_restart": prompt_restart, "skip_in_testing": skip_in_testing}
+        self.calls.append(("pip_ensure", (texts, prompt_install, requester, flags)))
         assert Path(constraints).is_file()
         self.constraints = Path(constraints).read_text(encoding="utf-8")
-        self.pip(*requirements, "-c", str(constraints))
+        self.pip(*texts, "-c", str(constraints))
+
+    def pip_ensure_511(self, requirements, constraints=None, prompt_install=True, requester=None):
+        # an early pip_ensure without prompt_restart / skip_in_testing: they are not passed
+        self.calls.append(("pip_ensure_511", [type(r).__name__ for r in requirements]))
+        self.pip(*map(str, requirements), "-c", str(constraints))
 
     def version(self, name: str) -> str | None:
         return dependencies.installed_version(name, [self.site])
@@ -371,10 +389,21 @@ def test_pip_ensure_gets_the_requirements_and_a_constraints_file(environment):
     installers = Installers(pip_install=environment.pip_install, pip_ensure=environment.pip_ensure)
     after = dependencies.install(plan, installers)
     assert after.satisfied
-    assert environment.calls == [("pip_ensure", (REQUIREMENTS, False, "LiverXAI"))]
+    # asked once already: no install prompt, no restart prompt of Slicer's own
+    flags = {"prompt_restart": False, "skip_in_testing": False}
+    assert environment.calls == [("pip_ensure", (REQUIREMENTS, False, "LiverXAI", flags))]
     assert environment.constraints.split() == ["torch==2.1.0+cpu"]
     assert environment.version("torch") == "2.1.0+cpu"
     assert environment.version("lxai-monai") == "1.3"
+
+
+def test_an_older_pip_ensure_gets_only_the_keywords_it_takes(environment):
+    environment.pip("torch==2.1.0+cpu")
+    installers = Installers(
+        pip_install=environment.pip_install, pip_ensure=environment.pip_ensure_511
+    )
+    assert dependencies.install(environment.check(), installers).satisfied
+    assert environment.calls == [("pip_ensure_511", ["Requirement"] * 3)]
 
 
 def _fake_pytorch_extension(folder: Path, environment: Environment, returns: str) -> None:
@@ -461,7 +490,7 @@ def test_nothing_is_installed_for_a_satisfied_plan():
 
 def test_installers_outside_slicer():
     # slicer-core (the test environment) has slicer.util but no slicer.packaging and no
-    # PyTorch extension: the lookups fall back to pip_install for everything.
+    # PyTorch extension: the lookups fall back to pip_install for everything (as on Slicer 5.10).
     pytest.importorskip("slicer.util")
     installers = Installers.from_slicer()
     import slicer.util
@@ -472,3 +501,18 @@ def test_installers_outside_slicer():
         import slicer.packaging  # noqa: F401
     except ImportError:
         assert installers.pip_ensure is None
+
+
+@pytest.mark.parametrize("where", ["slicer.packaging", "slicer.pydeps"])
+def test_pip_ensure_is_found_where_the_slicer_version_has_it(monkeypatch, where):
+    # Slicer 5.12 and later: slicer.packaging.pip_ensure; 5.11 previews: slicer.pydeps.
+    pytest.importorskip("slicer.util")
+    import types
+
+    def pip_ensure(requirements, **options):
+        return None
+
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, where, types.SimpleNamespace(pip_ensure=pip_ensure))
+    assert Installers.from_slicer().pip_ensure is pip_ensure

@@ -202,3 +202,69 @@ def test_icon_is_a_128_pixel_png(module):
 def test_module_icons_differ():
     icons = [hashlib.sha256(m.icon.read_bytes()).hexdigest() for m in MODULES]
     assert len(set(icons)) == len(icons)
+
+
+# --- the supported Slicer and the Python packages ------------------------------------------------
+def _method(module: ModuleSpec, class_name: str, method: str) -> ast.FunctionDef:
+    node = top_level_classes(module)[class_name]
+    return next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == method)
+
+
+def _calls(node: ast.AST) -> list[str]:
+    return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]
+
+
+@each_module
+def test_only_the_version_check_is_imported_before_the_version_is_known(module):
+    # On Slicer 5.8 (Python 3.9) the rest of LiverXAILib cannot be imported: it is imported
+    # under "if slicer_version.supported():" only (see test_slicer_version.py).
+    tree = module_tree(module)
+    top = [
+        n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module.startswith("LiverXAI")
+    ]
+    assert [(n.module, [a.name for a in n.names]) for n in top] == [
+        ("LiverXAILib", ["slicer_version"])
+    ]
+    gates = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.If) and "slicer_version.supported" in _calls(n.test)
+    ]
+    assert len(gates) == 1
+    gated = [n.module for n in ast.walk(gates[0]) if isinstance(n, ast.ImportFrom)]
+    assert "LiverXAILib" in gated  # dependency_flow
+
+
+@each_module
+def test_module_announces_an_unsupported_slicer_and_shows_it_in_the_panel(module):
+    assert "slicer_version.announce" in _calls(_method(module, module.name, "__init__"))
+    setup = _method(module, f"{module.name}Widget", "setup")
+    assert [_calls(s) for s in setup.body[:2]] == [
+        ["ScriptedLoadableModuleWidget.setup"],
+        ["slicer_version.show_in_panel"],
+    ]
+    assert isinstance(setup.body[1], ast.If) and isinstance(setup.body[1].body[0], ast.Return)
+
+
+@each_module
+def test_self_test_checks_version_and_packages_first(module):
+    setup = _method(module, f"{module.name}Test", "setUp")
+    assert [_calls(s)[0] for s in setup.body[:2]] == [
+        "slicer_version.skip_test_if_unsupported",
+        "dependency_flow.require_for_self_test",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "handlers"),
+    [(LIVERXAI, ["_ensureDependencies"]), (TRAINING, ["onTrainButton", "onEvaluateButton"])],
+    ids=str,
+)
+def test_work_needing_torch_checks_the_packages_first(module, handlers):
+    for handler in handlers:
+        first = _method(module, f"{module.name}Widget", handler).body
+        calls = [c for statement in first[:3] for c in _calls(statement)]
+        assert "dependency_flow.ensure_in_slicer" in calls, handler
+    if module is LIVERXAI:
+        apply = _method(module, "LiverXAIWidget", "onApplyButton")
+        assert "self._ensureDependencies" in _calls(apply.body[0])

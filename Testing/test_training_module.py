@@ -265,6 +265,39 @@ def test_logic_refuses_bad_options_and_starts_nothing(headless, tmp_path):
     assert logic.bestCheckpoint(tmp_path) is None and logic.bestCheckpoint("") is None
 
 
+def test_logic_refuses_to_start_without_the_trainers_packages(headless, tmp_path):
+    # A fresh Slicer: torch, MONAI ... missing. Refused with their names before any process
+    # starts, instead of a child that dies with "No module named torch".
+    from LiverXAILib.dependencies import DependencyError, check
+
+    empty = tmp_path / "site-packages"
+    empty.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    logic = LiverXAITrainingLogic(
+        scene=headless.scene,
+        python=sys.executable,
+        packageCheck=lambda: check(search_path=[str(empty)]),
+    )
+    with pytest.raises(DependencyError, match=r"Training cannot start\. .*torch>=2\.1"):
+        logic.startTraining(TrainingOptions(data=data, out=tmp_path / "out"))
+    with pytest.raises(DependencyError, match="The evaluation cannot start.*monai"):
+        logic.startEvaluation("best.pt", data, tmp_path / "evaluation")
+    assert logic.training is None and logic.evaluation is None and not logic.busy
+    assert not (tmp_path / "out" / "train.log").exists()
+
+
+def test_child_python_is_pythonslicer_in_slicer_else_this_interpreter(tmp_path, monkeypatch):
+    from LiverXAILib import training_logic
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no PythonSlicer on the PATH
+    assert training_logic.slicer_python() == sys.executable
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert training_logic.slicer_python() == str(launcher)
+
+
 def test_logic_reads_the_metrics_tables(tmp_path):
     (tmp_path / "metrics.md").write_text("| model | liver Dice |\n|---|---|\n| m | 0.95 |\n")
     (tmp_path / "metrics.csv").write_text("model,liver_dice\nm,0.95\n")

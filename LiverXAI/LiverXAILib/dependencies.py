@@ -2,7 +2,8 @@
 
 Slicer ships numpy, scipy, SimpleITK and pillow; torch and the packages listed in
 ``Resources/requirements.txt`` (monai, matplotlib, captum) have to be installed into Slicer's
-Python on first use. The Widget asks before anything is installed::
+Python on first use. Both modules go through ``dependency_flow.ensure``, which asks before
+anything is installed and shows at most one restart message::
 
     plan = dependencies.check()
     if not plan.satisfied:
@@ -14,13 +15,17 @@ Python on first use. The Widget asks before anything is installed::
 is quick enough for the module panel. :func:`install` installs torch first, through the PyTorch
 extension's ``PyTorchUtilsLogic().installTorch`` when that extension is there (it picks the CUDA
 build matching the NVIDIA driver, or the CPU build) and otherwise with
-``slicer.util.pip_install``; then the rest, with ``slicer.packaging.pip_ensure`` where the
-Slicer version has it (Slicer 5.11 and later) and ``slicer.util.pip_install`` otherwise. While
-the rest is installed, torch and Slicer's own packages are held at the versions installed
-(a pip constraint), so that pip chooses versions of monai and captum that work with them rather
-than replacing Slicer's numpy or the extension's CUDA build of torch. The Slicer functions are
-looked up inside :meth:`Installers.from_slicer`, never at import, and can be passed in instead.
-Nothing here installs anything at import time.
+``slicer.util.pip_install``; then the rest, with Slicer's ``pip_ensure`` where the Slicer version
+has it (``slicer.packaging``, or ``slicer.pydeps`` in early 5.11 previews) and
+``slicer.util.pip_install`` on Slicer 5.10, the oldest LiverXAI supports. ``pip_ensure`` gets
+``prompt_install=False`` and ``prompt_restart=False`` (the user was asked once already, and
+``dependency_flow`` shows the one restart message) and ``skip_in_testing=False`` (whether to
+install under ``--testing`` is decided in ``dependency_flow``). While the rest is installed,
+torch and Slicer's own packages are held at the versions installed (a pip constraint), so that
+pip chooses versions of monai and captum that work with them rather than replacing Slicer's numpy
+or the extension's CUDA build of torch. The Slicer functions are looked up inside
+:meth:`Installers.from_slicer`, never at import, and can be passed in instead. Nothing here
+installs anything at import time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import re
 import tempfile
@@ -35,19 +41,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # Slicer's Python has packaging (slicer.packaging is built on it); fall back if absent.
-    from packaging.markers import InvalidMarker, Marker
-    from packaging.requirements import InvalidRequirement
-    from packaging.requirements import Requirement as _PackagingRequirement
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
-    _USE_PACKAGING = True
-except ImportError:  # pragma: no cover - exercised by forcing _USE_PACKAGING off in the tests
-    _USE_PACKAGING = False
+from .requirement_specs import (  # noqa: F401  (part of this module's interface)
+    REQUIREMENTS_FILE,
+    Requirement,
+    _valid_version,
+    packaging_requirements,
+    parse_requirement,
+    read_requirements,
+)
 
 REQUESTER = "LiverXAI"
-REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 # As in pyproject.toml; not in requirements.txt, because torch has its own installer.
 TORCH_REQUIREMENT = "torch>=2.1"
 # Installed with Slicer (numpy, scipy, SimpleITK, pillow) or by the PyTorch extension (torch):
@@ -59,122 +62,6 @@ PIP = "pip"
 
 class DependencyError(RuntimeError):
     """Packages LiverXAI needs could not be installed, or are still missing afterwards."""
-
-
-# --- requirements --------------------------------------------------------------------------
-_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)$")
-_CLAUSE = re.compile(r"\s*(===|~=|==|!=|<=|>=|<|>)\s*([^\s,]+)\s*$")
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """One requirement line: ``name``, version ``specifier`` (``">=1.3"``, or ``""``), marker."""
-
-    text: str
-    name: str
-    specifier: str = ""
-    marker: str | None = None
-
-    def applies(self) -> bool:
-        """Whether the environment marker (``; sys_platform == 'win32'``) holds here."""
-        if self.marker is None:
-            return True
-        if _USE_PACKAGING:
-            return Marker(self.marker).evaluate()
-        return True  # without packaging a marker cannot be evaluated: assume it applies
-
-    def accepts(self, version: str) -> bool:
-        """Whether an installed ``version`` satisfies the specifier (pre-releases count)."""
-        if not self.specifier:
-            return True
-        if _USE_PACKAGING:
-            try:
-                return SpecifierSet(self.specifier).contains(Version(version), prereleases=True)
-            except InvalidVersion:
-                pass
-        return _simple_accepts(self.specifier, version)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_requirement(text: str) -> Requirement:
-    """``"monai>=1.3"`` -> :class:`Requirement`; ``ValueError`` if it is not a requirement."""
-    text = text.strip()
-    if _USE_PACKAGING:
-        try:
-            parsed = _PackagingRequirement(text)
-        except (InvalidRequirement, InvalidMarker) as error:
-            raise ValueError(f"not a requirement: {text!r} ({error})") from None
-        marker = str(parsed.marker) if parsed.marker is not None else None
-        return Requirement(text, parsed.name, str(parsed.specifier), marker)
-    requirement, _, marker = text.partition(";")
-    match = _NAME.match(requirement)
-    specifier = match.group(3).strip().strip("()") if match else ""
-    clauses = [c for c in specifier.split(",") if c.strip()] if specifier else []
-    if not match or not all(_CLAUSE.match(c) for c in clauses):
-        raise ValueError(f"not a requirement: {text!r}")
-    normalized = ",".join(re.sub(r"\s+", "", c) for c in clauses)
-    return Requirement(text, match.group(1), normalized, marker.strip() or None)
-
-
-def read_requirements(path: str | os.PathLike = REQUIREMENTS_FILE) -> list[Requirement]:
-    """The requirements of a requirements file, as pip reads them: comments (``#`` at the start
-    of a line, or after a space), blank lines and option lines (``-c``, ``--index-url``) skipped."""
-    requirements = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = re.sub(r"(^|\s)#.*$", "", line).strip()
-        if not line or line.startswith("-"):
-            continue
-        try:
-            requirements.append(parse_requirement(line))
-        except ValueError as error:
-            raise ValueError(f"{path}, line {number}: {error}") from None
-    return requirements
-
-
-def _release(version: str) -> tuple[int, ...]:
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
-
-
-def _compare(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    width = max(len(a), len(b))
-    a, b = a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
-    return (a > b) - (a < b)
-
-
-def _simple_accepts(specifier: str, version: str) -> bool:
-    """Release-number comparison for when packaging is unavailable or a version is not
-    PEP 440 (pre-release, post-release and local labels are ignored)."""
-    installed = _release(version)
-    for clause in specifier.split(","):
-        match = _CLAUSE.match(clause)
-        if not match:
-            return False
-        operator, wanted = match.groups()
-        if operator in ("==", "!=") and wanted.endswith(".*"):
-            prefix = _release(wanted[:-2])
-            equal = installed[: len(prefix)] == prefix
-            ok = equal if operator == "==" else not equal
-        elif operator == "~=":
-            bound = _release(wanted)
-            prefix = bound[:-1]
-            ok = _compare(installed, bound) >= 0 and installed[: len(prefix)] == prefix
-        else:
-            order = _compare(installed, _release(wanted))
-            ok = {
-                "==": order == 0,
-                "===": version.strip() == wanted,
-                "!=": order != 0,
-                ">=": order >= 0,
-                "<=": order <= 0,
-                ">": order > 0,
-                "<": order < 0,
-            }[operator]
-        if not ok:
-            return False
-    return True
 
 
 # --- what is installed ---------------------------------------------------------------------
@@ -193,17 +80,6 @@ def installed_version(name: str, search_path: Sequence[str] | None = None) -> st
     or on ``search_path``), from its metadata: nothing is imported. ``None`` if absent."""
     found = _installed(name, search_path)
     return found[1] if found else None
-
-
-def _valid_version(version: str) -> bool:
-    """Whether pip accepts ``version`` in a ``name==version`` pin (PEP 440)."""
-    if _USE_PACKAGING:
-        try:
-            Version(version)
-            return True
-        except InvalidVersion:
-            return False
-    return re.fullmatch(r"\d+(\.\d+)*(\+[A-Za-z0-9.]+)?", version) is not None
 
 
 def _canonical(name: str) -> str:
@@ -356,8 +232,9 @@ class Installers:
     """The functions :func:`install` calls; :meth:`from_slicer` looks up Slicer's.
 
     ``pip_install(text)``: like ``slicer.util.pip_install``, space-separated pip arguments.
-    ``pip_ensure(requirements, constraints=..., prompt_install=..., requester=...)``: like
-    ``slicer.packaging.pip_ensure``; ``None`` where Slicer has no ``slicer.packaging``.
+    ``pip_ensure(requirements, constraints=..., prompt_install=..., prompt_restart=...,
+    skip_in_testing=..., requester=...)``: like Slicer's ``pip_ensure`` (keywords it lacks are
+    not passed); ``None`` on Slicer 5.10, which has none.
     ``torch(specifier)``: installs torch of the version ``specifier`` (``">=2.1"``); ``None``
     installs torch with ``pip_install``.
     """
@@ -376,15 +253,29 @@ class Installers:
                 "Installing packages from LiverXAI works inside Slicer only; elsewhere run "
                 "pip install liverxai"
             ) from error
-        try:
-            import slicer.packaging as slicer_packaging
-        except ImportError:  # Slicer 5.10 and older
-            slicer_packaging = None
+        pip_ensure = None
+        for name in ("slicer.packaging", "slicer.pydeps"):  # 5.12 and later; 5.11 previews
+            try:
+                pip_ensure = getattr(importlib.import_module(name), "pip_ensure", None)
+            except ImportError:
+                continue
+            if pip_ensure is not None:
+                break
         return cls(
             pip_install=slicer.util.pip_install,
-            pip_ensure=getattr(slicer_packaging, "pip_ensure", None),
+            pip_ensure=pip_ensure,
             torch=install_torch_with_extension if pytorch_extension_available() else None,
         )
+
+
+def _call_pip_ensure(pip_ensure: Callable[..., object], requirements: list[str], **options) -> None:
+    """Call Slicer's ``pip_ensure`` with the keywords its version takes, and the requirements as
+    ``packaging`` objects (the 5.11 ``slicer.pydeps`` version takes no strings)."""
+    parameters = inspect.signature(pip_ensure).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        names = {p.name for p in parameters}
+        options = {key: value for key, value in options.items() if key in names}
+    pip_ensure(packaging_requirements(requirements), **options)
 
 
 def install_torch_with_extension(specifier: str) -> object:
@@ -425,14 +316,17 @@ def install(plan: DependencyPlan, installers: Installers | None = None) -> Depen
             with tempfile.TemporaryDirectory(prefix="liverxai-pip-") as folder:
                 constraints = Path(folder) / "constraints.txt"
                 constraints.write_text("".join(p + "\n" for p in pins), encoding="utf-8")
-                installers.pip_ensure(
+                _call_pip_ensure(
+                    installers.pip_ensure,
                     requirements,
                     constraints=str(constraints),
                     prompt_install=False,  # the user was asked already
+                    prompt_restart=False,  # dependency_flow shows the one restart message
+                    skip_in_testing=False,  # dependency_flow decides about --testing
                     requester=REQUESTER,
                 )
         else:
-            # Pins as requirements: already satisfied, so pip keeps them; Slicer's older
+            # Pins as requirements: already satisfied, so pip keeps them; Slicer 5.10's
             # pip_install takes one space-separated string and no constraints.
             installers.pip_install(" ".join(requirements + list(pins)))
         importlib.invalidate_caches()

@@ -4,15 +4,23 @@
 :class:`~LiverXAILib.training_process.ChildProcess`, passes its events on and updates the loss
 and Dice curves (``training_plots``) as epoch events arrive. Nothing here imports Qt, and
 slicer only when no scene is given, so the whole logic runs in tests on the slicer-core wheel.
+
+Before a run starts, the packages the trainer needs (torch, MONAI ...) are checked
+(``dependencies.check``): a missing one is refused with its name rather than a child process
+that dies with "No module named torch". The Training module installs them first, after asking
+(``dependency_flow``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .dependencies import DependencyError, DependencyPlan, check
 from .training_options import TrainingOptions, build_evaluate_command, build_train_command
 from .training_process import STOP_FILE_NAME, ChildProcess, wait_for_event
 from .training_progress import as_float, as_int
@@ -21,11 +29,22 @@ TRAIN_LOG_NAME = "train.log"
 EVALUATE_LOG_NAME = "evaluate.log"
 
 
+def slicer_python() -> str:
+    """Slicer's Python interpreter (PythonSlicer), which has torch and LiverXAILib's needs;
+    outside Slicer, this interpreter."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    return str(beside) if beside.is_file() else sys.executable
+
+
 class LiverXAITrainingLogic:
     """Training and evaluation runs for a scene; every button of the module calls into it.
 
     ``scene`` defaults to ``slicer.mrmlScene``; ``python`` is the interpreter for the child
     (in Slicer: PythonSlicer). One run at a time: a training or an evaluation.
+    ``packageCheck`` returns the ``dependencies.check()`` plan of the child's packages.
     """
 
     def __init__(
@@ -34,6 +53,7 @@ class LiverXAITrainingLogic:
         python: str | None = None,
         env: dict[str, str] | None = None,
         stop_grace_seconds: float = 120.0,
+        packageCheck: Callable[[], DependencyPlan] = check,
     ) -> None:
         if scene is None:
             import slicer
@@ -45,6 +65,7 @@ class LiverXAITrainingLogic:
         self.python = python or sys.executable
         self.env = env
         self.stop_grace_seconds = stop_grace_seconds
+        self.packageCheck = packageCheck
         self.plots = TrainingPlots(scene)
         self.training: ChildProcess | None = None
         self.evaluation: ChildProcess | None = None
@@ -98,6 +119,7 @@ class LiverXAITrainingLogic:
         """
         self._refuseWhileBusy()
         options.validate()
+        self._requirePackages("Training")
         out = Path(options.out)
         out.mkdir(parents=True, exist_ok=True)
         stopFile = out / STOP_FILE_NAME
@@ -130,6 +152,7 @@ class LiverXAITrainingLogic:
             raise ValueError(f"Evaluation data not found: {data}")
         if split is not None and not Path(split).is_file():
             raise ValueError(f"Split file not found: {split}")
+        self._requirePackages("The evaluation")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.evaluationOutput = out
@@ -169,6 +192,14 @@ class LiverXAITrainingLogic:
             return list(csv.DictReader(stream))
 
     # Starting and stopping a child process --------------------------------------------------
+    def _requirePackages(self, what: str) -> None:
+        plan = self.packageCheck()
+        if not plan.satisfied:
+            raise DependencyError(
+                f"{what} cannot start. {plan.summary()}. The Training module installs them "
+                "after asking (Train or Evaluate)."
+            )
+
     def _refuseWhileBusy(self) -> None:
         if self.busy:
             raise RuntimeError("A training or evaluation run is still in progress; stop it first.")
