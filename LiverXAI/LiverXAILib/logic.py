@@ -27,7 +27,7 @@ from .display3d import (
     volume_rendering_display,
 )
 from .errors import Cancelled, InputError
-from .input_checks import check_ct_array
+from .input_checks import check_ct_array, check_segment_options
 from .orientation import canonical_orientation
 from .output_nodes import Display3D, RunInfo, add_output_nodes
 from .result_nodes import (
@@ -66,22 +66,6 @@ def check_input_volume(volume_node: Any) -> None:
         raise InputError(
             f"{name} is a 2D image ({dimensions[0]}×{dimensions[1]}×{dimensions[2]}); "
             "a 3D CT volume is needed."
-        )
-
-
-def check_segment_options(batch_size: int, ig_steps: int, ig_baseline: float | str) -> None:
-    """Raise ``ValueError`` naming an option out of range, before any work starts."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batchSize={batch_size!r}: give a whole number of slices, at least 1.")
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
-        raise ValueError(
-            f"integratedGradientsSteps={ig_steps!r}: give a whole number of steps, at least 1."
-        )
-    if ig_baseline != "blurred" and not (
-        isinstance(ig_baseline, int | float) and np.isfinite(ig_baseline)
-    ):
-        raise ValueError(
-            f"integratedGradientsBaseline={ig_baseline!r}: give a value in HU or 'blurred'."
         )
 
 
