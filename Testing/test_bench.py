@@ -9,8 +9,8 @@ import torch
 from conftest import ROOT, SAMPLE_SMALL_CT
 from LiverXAILib.catalog import resolve_model
 from LiverXAILib.checkpoints import load_checkpoint
+from LiverXAILib.explain import cam_layer
 from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.networks import gradcam_layer
 from LiverXAILib.pipeline import run_pipeline
 from LiverXAILib.volume_io import read_volume
 
@@ -27,7 +27,7 @@ def test_naive_baseline_gives_our_labels_and_our_grad_cam():
     ours = run_pipeline(
         array, matrix, SliceInferenceEngine(model, spec, torch.device("cpu"), 16), (1, 2)
     )
-    labels, heatmaps = naive_segment_and_explain(array, matrix, model, spec, gradcam_layer(model))
+    labels, heatmaps = naive_segment_and_explain(array, matrix, model, spec, cam_layer(model))
     assert labels.shape == array.shape
     np.testing.assert_array_equal(ours.orientation.apply(labels), ours.labels)
     # grad-cam scales each slice to [0, 1] and resizes to the CT; ours keeps the network's

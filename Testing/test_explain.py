@@ -9,6 +9,7 @@ import torch
 from LiverXAILib.cam import LayerCAM
 from LiverXAILib.explain import (
     METHODS,
+    NORMALIZATION_DESCRIPTIONS,
     attribute,
     check_methods,
     layer_choices,
@@ -225,3 +226,120 @@ def test_volume_normalisations_keep_slices_comparable():
     spiky[0, 0, 0] = 1000.0
     normalize_volume(spiky, "volume-p99.5")
     assert spiky.max() == 1.0 and spiky[0, 50, 50] == 1.0
+
+
+def test_region_normalisation_ignores_an_outlier_slice_and_keeps_an_absent_class_empty():
+    heat = np.full((3, 8, 8), 0.5, dtype=np.float32)
+    heat[2] = 50.0  # one slice outside the explained region with extreme values
+    region = np.zeros(heat.shape, dtype=bool)
+    region[:2, 2:6, 2:6] = True
+    normalize_volume(heat, "region-p99", region)
+    assert heat[:2].max() == pytest.approx(1.0) and heat[2].max() == 1.0  # clipped, not scaling
+    nothing = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    normalize_volume(nothing, "region-p99", np.zeros(nothing.shape, dtype=bool))
+    assert not nothing.any()  # no predicted region: the map looks empty, not rescaled noise
+    with pytest.raises(ValueError, match="explained region"):
+        normalize_volume(heat, "region-p99")
+    assert all(METHODS[m].normalization == "region-p99" for m in METHODS)
+    assert "99th percentile" in NORMALIZATION_DESCRIPTIONS["region-p99"]
+
+
+def quadrant_on_a_dim_background(batch: int = 2) -> torch.Tensor:
+    """The bright quadrant RegionNet calls class 1, on a background of 0.1: RegionNet's
+    features are positive there too, yet it stays background (its logit is too small)."""
+    inputs = bright_top_right_quadrant(batch)
+    inputs[inputs == 0] = 0.1
+    return inputs
+
+
+def test_element_wise_weights_leave_pixels_the_score_does_not_depend_on_empty():
+    """The cause of Grad-CAM's attention outside the body: slice-wide channel weights light
+    every pixel where the same channels fire, though the explained score's gradient is zero
+    there. Element-wise weights (HiResCAM) do not."""
+    model = RegionNet().eval()
+    inputs = quadrant_on_a_dim_background()
+    assert model(inputs).argmax(1)[:, 32:, :32].max() == 0  # the dim background is class 0
+    outside = ~QUADRANT_WITH_RIM[:2]
+    for method in ("gradcam", "gradcam++"):
+        mean = attribute(model, inputs, 1, method, weighting="channel-mean").numpy()
+        local = attribute(model, inputs, 1, method, weighting="element-wise").numpy()
+        assert mean[outside].sum() / mean.sum() > 0.1, method
+        assert local[outside].sum() / local.sum() < 0.02, method
+    with pytest.raises(ValueError, match="weighting"):
+        attribute(model, inputs, 1, "gradcam", weighting="global")
+
+
+@pytest.mark.parametrize(
+    ("method", "weighting"),
+    [
+        ("gradcam", "channel-mean"),
+        ("gradcam++", "channel-mean"),
+        ("gradcam", "element-wise"),
+        ("integrated-gradients", "channel-mean"),
+    ],
+)
+def test_given_labels_are_what_is_explained(method: str, weighting: str):
+    model = RegionNet().eval()
+    inputs = bright_top_right_quadrant(2)
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[0, :32, 48:] = 1  # slice 0: only the quadrant's right half; slice 1: nothing
+    options = {"hu_window": (0.0, 1.0), "weighting": weighting}
+    heat = attribute(model, inputs, 1, method, labels=labels, **options).numpy()
+    own = attribute(model, inputs, 1, method, **options).numpy()
+    assert own[1].sum() > 0 and heat[1].sum() == 0.0  # the labels, not the argmax, decide
+    assert heat[0].sum() > 0
+    if method == "integrated-gradients" or weighting == "element-wise":  # local methods
+        right_half = np.zeros((64, 64), dtype=bool)
+        right_half[:36, 44:] = True  # with the rim of one 1/4-resolution cell
+        assert mass_inside(heat[0], right_half) > mass_inside(own[0], right_half)
+
+
+def test_engine_explains_given_labels_only_on_the_slices_that_hold_them():
+    model = RegionNet().eval()
+    volume = np.zeros((4, 64, 64), dtype=np.float32)
+    volume[:, :32, 32:] = 300.0
+    spec = SliceInputSpec((0.0, 400.0), (64, 64))
+    engine = SliceInferenceEngine(model, spec, torch.device("cpu"), 8)
+    labels = np.zeros((4, 64, 64), dtype=np.uint8)
+    labels[1, :32, 32:] = 1  # the network predicts class 1 on every slice; explain slice 1
+    calls = []
+    engine.model.register_forward_hook(lambda *_: calls.append(1))  # the engine's own copy
+    outputs = engine.explain(volume, labels, [1, 2], ("gradcam", "gradcam++"))
+    assert len(calls) == 1  # one slice, one forward pass for both methods and classes
+    heat = outputs.heatmaps["gradcam", 1]
+    assert heat[1].sum() > 0 and heat[[0, 2, 3]].sum() == 0
+    assert outputs.heatmaps["gradcam++", 2].sum() == 0  # class 2 is in no label
+    inputs = spec.batch(volume, [1])
+    direct = attribute(model, inputs, 1, "gradcam", labels=torch.from_numpy(labels[[1]]))
+    np.testing.assert_allclose(heat[1], direct[0].numpy(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="map grid"):
+        engine.explain(volume, labels[:, :32], [1])
+
+
+def test_pipeline_explains_the_cleaned_labels_and_names_what_the_clean_up_removed():
+    """An island the network calls class 1, away from the organ, is removed by the 3D
+    clean-up: it is described in the quality output, not explained, and sets no scale."""
+    from LiverXAILib.pipeline import run_pipeline
+
+    volume = np.zeros((12, 64, 64), dtype=np.float32)  # (K, J, I), identity directions
+    volume[2:9, :32, 32:] = 300.0  # the organ
+    volume[11, 40:56, 4:20] = 400.0  # an island, brighter than the organ
+    ijk_to_ras = np.diag([1.0, 1.0, 2.5, 1.0])
+    engine = SliceInferenceEngine(
+        RegionNet().eval(), SliceInputSpec((0.0, 400.0), (64, 64)), torch.device("cpu"), 8
+    )
+    result = run_pipeline(volume, ijk_to_ras, engine, (1, 2), ("gradcam",))
+    assert result.orientation.flips[0] is False  # canonical slice k is input slice k
+    liver, tumour = result.heatmaps["gradcam"][1], result.heatmaps["gradcam"][2]
+    assert not result.labels[11].any() and liver[11].sum() == 0  # removed: not explained
+    assert liver[2:9].max() == 1.0 and liver[[0, 1, 9, 10]].sum() == 0
+    assert not tumour.any()  # never predicted: an empty map
+    clean_up = result.quality["cleanUp"]
+    island_ml = np.count_nonzero(volume[11]) * 2.5 / 1000
+    assert clean_up["slices"] == [11]
+    assert clean_up["removedLiverMl"] == pytest.approx(island_ml, rel=0.2)
+    assert "on slice 11 that the 3D clean-up removed" in clean_up["note"]
+    methods = result.quality["methods"]["gradcam"]
+    assert "99th percentile" in methods["normalization"]
+    assert "averaged over the slice" in methods["weighting"]
+    assert result.timings["explain"] > 0

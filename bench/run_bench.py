@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from LiverXAILib.batch_norm_folding import fold_batch_norm  # noqa: E402
 from LiverXAILib.catalog import resolve_model  # noqa: E402
 from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.explain import cam_layer  # noqa: E402
 from LiverXAILib.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
-from LiverXAILib.networks import gradcam_layer  # noqa: E402
 from LiverXAILib.orientation import canonical_orientation  # noqa: E402
 from LiverXAILib.pipeline import run_pipeline  # noqa: E402
 from LiverXAILib.uncertainty import UncertaintySpec  # noqa: E402
@@ -256,7 +256,7 @@ def main() -> None:
 
     plain, _ = load_checkpoint(resolve_model(args.model))  # as loaded: no layout changes
     plain = plain.to(device).eval()
-    layer = gradcam_layer(plain)
+    layer = cam_layer(plain)  # the product's measured default layer (explain.py)
     repeats = args.repeats
     extra_rows = []
     if args.compile:  # does torch.compile beat the eager network? (compile time printed)

@@ -6,8 +6,10 @@ forward pass (shared by segmentation, Grad-CAM and Grad-CAM++), one backward pas
 explained class, the extra passes of the uncertainty estimate, resizes probabilities, maps
 and uncertainty back to the slice size and writes them into the output arrays. Integrated
 Gradients, much dearer, runs afterwards on the slices that hold an explained class only, with
-its estimated duration announced first. The engine reports progress, stops between batches
-when cancelled, and halves the batch when the device runs out of memory.
+its estimated duration announced first. :meth:`SliceInferenceEngine.explain` explains given
+labels instead (the product's labels after the 3D clean-up), on the slices that hold them.
+The engine reports progress, stops between batches when cancelled, and halves the batch when
+the device runs out of memory.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import torch
 from torch import nn
 
 from .batch_norm_folding import fold_batch_norm as fold_batch_norm_into_convolutions
-from .cam import CAM_VARIANTS, LayerCAM
+from .cam import CAM_VARIANTS, CAM_WEIGHTINGS, DEFAULT_WEIGHTING, LayerCAM
 from .cpu_batch import cpu_batch_limit
 from .errors import Cancelled
-from .explain import check_methods
+from .explain import check_methods, default_cam_layer
 from .label_upsampling import labels_from_probabilities
 from .networks import gradcam_layer
 from .preprocessing import SliceInputSpec
@@ -111,9 +113,13 @@ class SliceInferenceEngine:
         ig_options: dict | None = None,
         channels_last: bool = True,
         fold_batch_norm: bool = True,
+        cam_weighting: str = DEFAULT_WEIGHTING,
     ) -> None:
+        if cam_weighting not in CAM_WEIGHTINGS:
+            raise ValueError(f"unknown CAM weighting {cam_weighting!r}: {CAM_WEIGHTINGS}")
         self.channels_last = channels_last
-        self.cam_layer_name = cam_layer or getattr(model, "gradcam_layer", None)
+        self.cam_weighting = cam_weighting
+        self.cam_layer_name = cam_layer or default_cam_layer(model)
         if fold_batch_norm:
             model = fold_batch_norm_into_convolutions(model, keep=[self.cam_layer_name or ""])
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -124,7 +130,9 @@ class SliceInferenceEngine:
         if device.type == "cpu":  # bigger CPU batches only cost page faults (cpu_batch.py)
             self.batch_size = min(self.batch_size, cpu_batch_limit(self.model, spec))
         self.use_amp = use_amp and device.type == "cuda"
-        self.cam_layer = gradcam_layer(self.model, cam_layer) if self.cam_layer_name else None
+        self.cam_layer = (
+            gradcam_layer(self.model, self.cam_layer_name) if self.cam_layer_name else None
+        )
         self.ig_options = dict(ig_options or {})
 
     def run(
@@ -159,7 +167,7 @@ class SliceInferenceEngine:
         if uncertainty is not None:
             outputs.uncertainty = np.zeros(map_shape, dtype=np.float32)
         share = 0.5 if with_ig else 1.0
-        cam = LayerCAM(self.model, self.cam_layer, cam_methods) if cam_methods else None
+        cam = self._layer_cam(cam_methods)
         self._for_each_batch(
             range(depth),
             lambda batch: self._run_batch(
@@ -181,6 +189,89 @@ class SliceInferenceEngine:
         outputs.batch_size = self.batch_size
         outputs.seconds = time.perf_counter() - start
         return outputs
+
+    def explain(
+        self,
+        canonical_volume: np.ndarray,
+        labels: np.ndarray,
+        explain_classes: Sequence[int],
+        methods: Sequence[str] = ("gradcam",),
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        outputs: SliceOutputs | None = None,
+    ) -> SliceOutputs:
+        """Explain the pixels of each class in ``labels`` (canonical, on the map grid: the
+        labels after the 3D clean-up) with ``methods``, on the slices that hold the class.
+
+        The maps go into ``outputs.heatmaps`` (a new :class:`SliceOutputs` without labels when
+        none is given); slices without the class keep an all-zero map.
+        """
+        methods = check_methods(methods) if explain_classes else []
+        cam_methods = [m for m in methods if m in CAM_VARIANTS]
+        if cam_methods and self.cam_layer is None:
+            raise ValueError("Grad-CAM needs a target layer: the model declares none")
+        if labels.shape != (canonical_volume.shape[0], *self.spec.input_size):
+            raise ValueError(f"labels {labels.shape} are not on the map grid of the volume")
+        report = progress or (lambda _fraction, _message: None)
+        if outputs is None:
+            outputs = SliceOutputs(labels=np.zeros((0, 0, 0), np.uint8))
+        outputs.map_size = tuple(self.spec.input_size)
+        for method in methods:
+            for class_id in explain_classes:
+                outputs.heatmaps[method, class_id] = np.zeros(labels.shape, np.float32)
+        flat = labels.reshape(labels.shape[0], -1)
+        order = [i for i in range(len(flat)) if np.isin(flat[i], explain_classes).any()]
+        with_ig = "integrated-gradients" in methods
+        share = 0.5 if with_ig and cam_methods else 1.0
+        start = time.perf_counter()
+        cam = self._layer_cam(cam_methods)
+        if cam is not None:
+            self._for_each_batch(
+                order,
+                lambda batch: self._explain_batch(
+                    canonical_volume, batch, labels, explain_classes, cam, outputs
+                ),
+                cancel,
+                report,
+                0.0,
+                share,
+                "explained slice",
+            )
+        outputs.phase_seconds["explain"] = time.perf_counter() - start
+        if with_ig:
+            mark = time.perf_counter()
+            offset = 1.0 - share if cam is not None else 0.0
+            self._run_integrated_gradients(
+                canonical_volume, explain_classes, outputs, report, cancel, offset, labels
+            )
+            outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
+        return outputs
+
+    def _layer_cam(self, cam_methods: Sequence[str]) -> LayerCAM | None:
+        if not cam_methods:
+            return None
+        return LayerCAM(self.model, self.cam_layer, cam_methods, self.cam_weighting)
+
+    def _explain_batch(
+        self,
+        canonical_volume: np.ndarray,
+        indices: list[int],
+        labels: np.ndarray,
+        explain_classes: Sequence[int],
+        cam: LayerCAM,
+        outputs: SliceOutputs,
+    ) -> None:
+        """CAM maps of ``indices`` explaining the given labels (one forward, one backward per
+        class)."""
+        inputs = self._inputs(canonical_volume, indices)
+        explained = torch.from_numpy(labels[indices]).to(self.device)
+        targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
+        with self._autocast():
+            _, maps = cam.explain(inputs, targets, explained)
+        with torch.inference_mode():
+            for method, per_target in maps.items():
+                for class_id, cam_map in zip(explain_classes, per_target, strict=True):
+                    outputs.heatmaps[method, class_id][indices] = cam_map.float().cpu().numpy()
 
     def _for_each_batch(
         self,
@@ -264,13 +355,16 @@ class SliceInferenceEngine:
         report: ProgressCallback,
         cancel: threading.Event | None,
         offset: float,
+        labels: np.ndarray | None = None,
     ) -> None:
         """Integrated Gradients on the slices that hold an explained class, after announcing
-        the estimated duration through ``report``."""
+        the estimated duration through ``report``; ``labels`` on the map grid are the pixels to
+        explain (default: the network's own prediction)."""
         from .integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
 
         explainer = IntegratedGradientsExplainer(self.model, self.spec.hu_window, **self.ig_options)
-        flat = outputs.labels.reshape(outputs.labels.shape[0], -1)
+        chosen = outputs.labels if labels is None else labels
+        flat = chosen.reshape(chosen.shape[0], -1)
         per_class = {c: np.flatnonzero((flat == c).any(axis=1)) for c in explain_classes}
         order = sorted(set().union(*(set(v.tolist()) for v in per_class.values())))
         if not order:
@@ -292,8 +386,9 @@ class SliceInferenceEngine:
             inputs = self._inputs(canonical_volume, batch)
             targets = [torch.full((len(batch),), c, dtype=torch.long) for c in explain_classes]
             explainer.internal_batch_size = self.batch_size  # as much memory as a batch
+            explained = None if labels is None else torch.from_numpy(labels[batch]).to(self.device)
             with self._autocast():
-                maps = explainer.explain(inputs, targets)
+                maps = explainer.explain(inputs, targets, explained)
             for class_id, ig_map in zip(explain_classes, maps, strict=True):
                 values = ig_map.float().cpu().numpy()
                 outputs.heatmaps["integrated-gradients", class_id][batch] = values

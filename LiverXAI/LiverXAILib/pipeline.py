@@ -1,14 +1,16 @@
 """Segment & Explain on arrays: CT array and geometry in, labels, maps and measurements out.
 
-The product path without a scene: reorient to canonical axial slices, run the slice engine
-(segmentation, explanations, uncertainty), clean the labels in 3D, normalise the maps once
-per volume, measure the explanations on the map grid, list slices to review and measure each
-lesion. ``LiverXAILogic`` adds the scene nodes around it; the benchmark and batch runs call it
-directly.
+The product path without a scene: reorient to canonical axial slices, segment every slice
+(and estimate the uncertainty), clean the labels in 3D, then explain the *cleaned* labels on
+the slices that hold them (what the clean-up removed is described, not explained), normalise
+the maps once per volume, measure the explanations on the map grid, list slices to review and
+measure each lesion. ``LiverXAILogic`` adds the scene nodes around it; the benchmark and
+batch runs call it directly.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .constants import LIVER
+from .attention_measures import region_for_class
+from .constants import LIVER, TUMOR
 from .explain import METHODS, normalize_volume
-from .inference import SliceInferenceEngine
+from .inference import SliceInferenceEngine, SliceOutputs
 from .lesions import Lesion, measure_lesions
 from .map_grid import labels_on_map_grid, map_spacing
 from .orientation import CanonicalOrientation, canonical_orientation, canonical_spacing
@@ -44,6 +47,7 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
     integrated_gradients_estimate: float | None = None
     warnings: list[str] = field(default_factory=list)  # for the clinician (label_warnings)
+    clean_up: dict[str, Any] = field(default_factory=dict)  # removed_by_clean_up
 
     def input_slice(self, canonical_index: int) -> int:
         """Canonical axial index → index along the input axis that runs inferior-superior
@@ -68,24 +72,21 @@ def run_pipeline(
     orientation = canonical_orientation(ijk_to_ras)
     spacing = canonical_spacing(ijk_to_ras, orientation)
     methods = list(methods) if class_ids else []
-    outputs = engine.run(
-        orientation.apply(array),
-        class_ids,
-        progress=lambda fraction, message: report(0.94 * fraction, message),
-        cancel=cancel,
-        methods=methods,
-        uncertainty=uncertainty,
+    outputs, clean_up, timings = _segment_and_explain(
+        engine, orientation.apply(array), spacing, class_ids, methods, uncertainty, report, cancel
     )
-    timings = {"inference": outputs.seconds}
-    timings.update({f"inference: {k}": v for k, v in outputs.phase_seconds.items()})
-
     mark = time.perf_counter()
-    report(0.95, "Cleaning up in 3D and measuring the explanations")
-    labels = clean_labels(outputs.labels, spacing)
+    report(0.95, "Measuring the explanations")
+    labels = outputs.labels
+    map_labels = labels_on_map_grid(labels, outputs.map_size)
     statistics = label_statistics(labels, spacing)
     heatmaps = {
         method: {
-            c: normalize_volume(outputs.heatmaps[method, c], METHODS[method].normalization)
+            c: normalize_volume(
+                outputs.heatmaps[method, c],
+                METHODS[method].normalization,
+                region_for_class(map_labels, c),
+            )
             for c in class_ids
         }
         for method in methods
@@ -103,11 +104,101 @@ def run_pipeline(
         lesions=measure_lesions(labels, spacing, outputs.uncertainty),
         integrated_gradients_estimate=outputs.integrated_gradients_estimate,
         warnings=label_warnings(labels, statistics),
+        clean_up=clean_up,
     )
     _assess(result, engine.cam_layer_name)
     timings["postprocess"] = time.perf_counter() - mark
     result.timings = timings
     return result
+
+
+def _segment_and_explain(
+    engine: SliceInferenceEngine,
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    class_ids: Sequence[int],
+    methods: Sequence[str],
+    uncertainty: UncertaintySpec | None,
+    report: Callable[[float, str], None],
+    cancel: threading.Event | None,
+) -> tuple[SliceOutputs, dict[str, Any], dict[str, float]]:
+    """Segment every slice, clean the labels in 3D (``outputs.labels`` become the cleaned
+    ones), then explain the cleaned labels on the slices that hold them. Returns the outputs,
+    what the clean-up removed and the timings."""
+    segment_share = 0.45 if methods else 0.94
+    outputs = engine.run(
+        volume,
+        progress=lambda fraction, message: report(segment_share * fraction, message),
+        cancel=cancel,
+        uncertainty=uncertainty,
+    )
+    timings = {"inference": outputs.seconds}
+    mark = time.perf_counter()
+    labels = clean_labels(outputs.labels, spacing)
+    clean_up = removed_by_clean_up(outputs.labels, labels, spacing)
+    outputs.labels = labels
+    timings["clean-up"] = time.perf_counter() - mark
+    if methods:
+        mark = time.perf_counter()
+        engine.explain(
+            volume,
+            labels_on_map_grid(labels, outputs.map_size),
+            class_ids,
+            methods,
+            progress=lambda fraction, message: report(0.45 + 0.49 * fraction, message),
+            cancel=cancel,
+            outputs=outputs,
+        )
+        timings["explain"] = time.perf_counter() - mark
+    phases = {k: v for k, v in outputs.phase_seconds.items() if k not in ("segment", "explain")}
+    timings.update({f"inference: {k}": v for k, v in phases.items()})
+    return outputs, clean_up, timings
+
+
+def removed_by_clean_up(
+    raw: np.ndarray, cleaned: np.ndarray, spacing: Sequence[float]
+) -> dict[str, Any]:
+    """What the network labelled and the 3D clean-up removed: millilitres of liver organ
+    (tumour included) and of tumour set to background, and the canonical slices concerned."""
+    voxel_ml = math.prod(float(s) for s in spacing) / 1000.0
+    liver = tumour = 0
+    slices = []
+    for index in range(raw.shape[0]):
+        lost = (raw[index] >= LIVER) & (cleaned[index] == 0)
+        count = int(np.count_nonzero(lost))
+        if count:
+            liver += count
+            tumour += int(np.count_nonzero(lost & (raw[index] == TUMOR)))
+            slices.append(index)
+    return {"liverMl": liver * voxel_ml, "tumorMl": tumour * voxel_ml, "slices": slices}
+
+
+def clean_up_note(removed_liver_ml: float, removed_tumor_ml: float, slices: Sequence[int]) -> str:
+    """One sentence for the report on what the clean-up removed ("" when nothing was)."""
+    if not slices:
+        return ""
+    tumour = f", {removed_tumor_ml:.1f} mL of it tumour," if removed_tumor_ml > 0 else ""
+    where = "slice" if len(slices) == 1 else "slices"
+    return (
+        f"The network also labelled {removed_liver_ml:.1f} mL as liver{tumour} on {where} "
+        f"{_ranges(slices)} that the 3D clean-up removed (not connected to the liver, or tumour "
+        "away from it). It is not part of the result and is not explained."
+    )
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """Sorted slice numbers as ranges: 3-7, 12."""
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    start = previous = ordered[0]
+    for number in [*ordered[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        parts.append(f"{start}" if start == previous else f"{start}–{previous}")
+        if number is not None:
+            start = previous = number
+    return ", ".join(parts)
 
 
 def _assess(result: PipelineResult, cam_layer: str | None) -> None:
@@ -134,6 +225,15 @@ def _assess(result: PipelineResult, cam_layer: str | None) -> None:
                 for key, values in figures.items():
                     figures[key] = list(reversed(values))
     quality["methods"] = {m: METHODS[m].to_dict(cam_layer) for m in result.heatmaps}
+    removed = result.clean_up
+    if removed:
+        slices = sorted(result.input_slice(s) for s in removed["slices"])
+        quality["cleanUp"] = {
+            "removedLiverMl": round(removed["liverMl"], 2),
+            "removedTumorMl": round(removed["tumorMl"], 2),
+            "slices": slices,
+            "note": clean_up_note(removed["liverMl"], removed["tumorMl"], slices),
+        }
     if result.uncertainty is not None:
         organ = map_labels >= LIVER
         mean = float(result.uncertainty[organ].mean(dtype=np.float64)) if organ.any() else None

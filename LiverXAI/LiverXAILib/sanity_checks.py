@@ -53,7 +53,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from .explain import attribute, check_methods
+from .explain import attribute, check_methods, default_cam_layer
 
 CASCADE_TOLERANCE = 0.05
 PLAIN_CONTAINERS = (nn.ModuleList, nn.Sequential)
@@ -130,8 +130,8 @@ class _FixedPrediction(nn.Module):
         self.model = model
         self.inputs = inputs
         self.predicted = predicted
-        layer = getattr(model, "gradcam_layer", None)
-        self.gradcam_layer = f"model.{layer}" if isinstance(layer, str) else None
+        layer = default_cam_layer(model)
+        self.gradcam_layer = f"model.{layer}" if layer else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
