@@ -324,3 +324,47 @@ def test_report_slices_with_uncertainty_on_the_coarser_map_grid(case):
     chosen = choose_report_slices(labels, [], coarse, count=3)
     assert 5 in chosen
     assert len(chosen) == len(set(chosen)) == 3
+
+
+class FoldedPage(Page):
+    """Splits the text into what shows and what sits folded in <details> (its <summary> shows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.in_summary = False
+        self.shown: list[str] = []
+        self.folded: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        self.depth += tag == "details"
+        self.in_summary |= tag == "summary"
+
+    def handle_endtag(self, tag: str) -> None:
+        self.depth -= tag == "details"
+        self.in_summary &= tag != "summary"
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        (self.folded if self.depth and not self.in_summary else self.shown).append(data)
+
+
+def test_quality_figures_in_plain_words_with_the_technical_terms_folded(figures):
+    report = full_report()
+    report["explanationQuality"]["methods"]["gradcam"]["sanity"] = (
+        "passed: maps decorrelate as layers are randomised (|rho| 0.90 -> 0.06)"
+    )
+    note = "The network also labelled 12.0 mL as liver on slices 3–5 that the 3D clean-up removed."
+    report["explanationQuality"]["cleanUp"] = {"removedLiverMl": 12.0, "note": note}
+    page = FoldedPage()
+    page.feed(render_report_html(report, figures))
+    shown, folded = " ".join(page.shown), " ".join(page.folded)
+    for technical in ("ρ", "rho", "Adebayo", "Spearman", "pointing game"):
+        assert technical not in shown, technical
+    for plain in ("On the region", "Peak on the region", "Slices explained", "Trust check"):
+        assert plain in shown, plain
+    assert "Adebayo" in folded and "|ρ|" in folded and "Spearman" in folded
+    assert "|rho| 0.90" in folded  # the measured sanity check, kept for the technical reader
+    assert note in shown and "Technical details" in shown
+    assert "FAILS" in shown and "OK" in shown

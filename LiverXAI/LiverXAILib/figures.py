@@ -24,6 +24,7 @@ TITLE_HEIGHT = 40
 HEADER_HEIGHT = 28
 LABEL_ALPHA = 0.45
 HEAT_ALPHA = 0.6
+OUTLINE_PIXELS = 2
 
 
 def figure_size(rows: int) -> tuple[int, int]:
@@ -45,7 +46,7 @@ def _gray(ct: np.ndarray) -> np.ndarray:
 
 
 def _overlay_labels(base: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Liver and tumour filled half-transparent, outlined in their colours."""
+    """Liver and tumour filled half-transparent, outlined (2 pixels) in their colours."""
     image = base.astype(np.float32)
     for class_id, name in ((LIVER, "liver"), (TUMOR, "tumor")):
         mask = labels == class_id
@@ -53,7 +54,7 @@ def _overlay_labels(base: np.ndarray, labels: np.ndarray) -> np.ndarray:
             continue
         colour = 255 * np.array(CLASS_COLORS[name], dtype=np.float32)
         image[mask] = (1 - LABEL_ALPHA) * image[mask] + LABEL_ALPHA * colour
-        edge = mask & ~ndimage.binary_erosion(mask)
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=OUTLINE_PIXELS)
         image[edge] = colour
     return image.astype(np.uint8)
 
@@ -63,11 +64,23 @@ def _overlay_heat(base: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return (base * (1 - weight) + _heat(heat) * weight).astype(np.uint8)
 
 
-def _paste(canvas: Image.Image, image: np.ndarray, aspect: float, x: int, y: int) -> None:
-    """Paste ``image`` scaled into a TILE x TILE cell, keeping the physical aspect, centred."""
+def _display_size(aspect: float) -> tuple[int, int]:
+    """(width, height) of a slice with height/width ``aspect`` in a TILE x TILE cell."""
     height = TILE if aspect >= 1 else round(TILE * aspect)
     width = TILE if aspect <= 1 else round(TILE / aspect)
-    tile = Image.fromarray(image).resize((max(width, 1), max(height, 1)), Image.BILINEAR)
+    return max(width, 1), max(height, 1)
+
+
+def _at_size(plane: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """A 2D array resampled to the display ``size``; outlines are drawn after this, so they
+    keep their width whatever the CT's size."""
+    image = Image.fromarray(np.asarray(plane, dtype=np.float32))
+    return np.asarray(image.resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def _paste(canvas: Image.Image, image: np.ndarray, x: int, y: int) -> None:
+    """Paste a display-size ``image`` centred in the TILE x TILE cell at (x, y)."""
+    tile = Image.fromarray(image)
     canvas.paste(tile, (x + (TILE - tile.width) // 2, y + (TILE - tile.height) // 2))
 
 
@@ -90,18 +103,19 @@ def render_figure_grid(evaluation, path: str | Path) -> Path:
     small = _font(15)
     for column, caption in enumerate(COLUMN_TITLES):
         draw.text((column * TILE + 8, TITLE_HEIGHT + 6), caption, fill="white", font=small)
+    size = _display_size(aspect)
     for row, index in enumerate(figure.slices):
-        base = _gray(figure.ct[row])
+        base = _gray(_at_size(figure.ct[row], size))
         tiles = [
             base,
-            _overlay_labels(base, figure.truth[row]),
-            _overlay_labels(base, figure.prediction[row]),
-            _overlay_heat(base, figure.heatmaps["liver"][row]),
-            _overlay_heat(base, figure.heatmaps["tumor"][row]),
+            _overlay_labels(base, _at_size(figure.truth[row], size, nearest=True)),
+            _overlay_labels(base, _at_size(figure.prediction[row], size, nearest=True)),
+            _overlay_heat(base, _at_size(figure.heatmaps["liver"][row], size)),
+            _overlay_heat(base, _at_size(figure.heatmaps["tumor"][row], size)),
         ]
         y = TITLE_HEIGHT + HEADER_HEIGHT + row * TILE
         for column, image in enumerate(tiles):
-            _paste(canvas, image, aspect, column * TILE, y)
+            _paste(canvas, image, column * TILE, y)
         draw.text((6, y + 4), f"slice {index}", fill="white", font=small)
     with atomic_path(path, suffix=".png") as temporary:
         canvas.save(temporary, format="PNG")

@@ -168,14 +168,19 @@ def write_outputs(
     write_segmentation(
         scene, scene.GetNodeByID(result.segmentationNodeID), out_dir / f"{stem}.seg.nrrd"
     )
-    primary = next(iter(views["heatmaps"].values()), {})
+    from .explain import METHODS
+
+    first_method = next(iter(views["heatmaps"]), None)
+    depth, flipped = views["labels"].shape[0], views["orientation"].flips[0]
     render_overview(
         out_dir / f"{stem}_overview.png",
         views["ct"],
         views["labels"],
-        primary,
+        views["heatmaps"].get(first_method, {}),
         views["spacing"],
         title=stem,
+        method_label=METHODS[first_method].label if first_method else "Grad-CAM",
+        slice_number=lambda i: depth - 1 - i if flipped else i,  # the report's numbering
     )
     report = build_report(result, str(input_path))
     write_html_report(out_dir / f"{stem}_report.html", report, result, views)

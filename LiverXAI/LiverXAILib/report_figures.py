@@ -192,7 +192,7 @@ def render_slice_figure(
             heat = np.clip(np.nan_to_num(_resized(volume[slice_index], size)), 0, 1)
             image = _heat_overlay(gray, heat)
             if name in masks:
-                _draw_outline(image, masks[name], OUTLINE_ON_HEAT, thickness=1)
+                _draw_outline(image, masks[name], OUTLINE_ON_HEAT, thickness=2)
             panel(x, image, CLASS_DISPLAY.get(name, str(name)))
             groups.setdefault(method, []).extend([x, x + width])
         elif kind == "uncertainty":
