@@ -19,7 +19,6 @@ folds that are pending or failed), each atomically, from ``DIR/fold-*/result.jso
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -33,6 +32,7 @@ from scipy import ndimage
 
 from .atomic import atomic_path
 from .constants import CLASS_NAMES, LIVER, TUMOR
+from .evaluation_report import write_csv
 from .lesions import measure_lesions
 from .masks import CONNECTIVITY_26, bounding_box
 from .metrics import confusion_matrix
@@ -325,20 +325,6 @@ def markdown_report(run: dict, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    with atomic_path(path, suffix=".csv") as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(header)
-            writer.writerows([[_csv_value(v) for v in row] for row in rows])
-
-
 def read_json(path: Path) -> dict | None:
     """A JSON file's object; None if it is missing or unreadable (e.g. cut short)."""
     try:
@@ -380,8 +366,8 @@ def write_crossval_report(out_dir: str | Path, run: dict) -> dict[str, Path]:
             for column in PER_CASE_COLUMNS[3:-1]
             if column in row
         ]
-    _write_csv(out_dir / "metrics.csv", ("model", "scope", "class", "metric", "value"), long_rows)
-    _write_csv(
+    write_csv(out_dir / "metrics.csv", ("model", "scope", "class", "metric", "value"), long_rows)
+    write_csv(
         out_dir / "per_case.csv",
         PER_CASE_COLUMNS,
         [[row.get(column) for column in PER_CASE_COLUMNS] for row in rows],

@@ -338,7 +338,8 @@ def metric_rows(evaluation: ModelEvaluation) -> list[tuple[str, str, str, str, f
     return rows
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write a CSV table atomically; None and NaN become empty cells."""
     with atomic_path(path, suffix=".csv") as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream)
@@ -372,7 +373,7 @@ def write_report(evaluations: Sequence[ModelEvaluation], out_dir: str | Path) ->
     written["metrics_md"] = markdown
 
     long_rows = [row for evaluation in evaluations for row in metric_rows(evaluation)]
-    _write_csv(out_dir / "metrics.csv", ("model", "scope", "class", "metric", "value"), long_rows)
+    write_csv(out_dir / "metrics.csv", ("model", "scope", "class", "metric", "value"), long_rows)
     written["metrics_csv"] = out_dir / "metrics.csv"
 
     case_rows = [
@@ -380,6 +381,6 @@ def write_report(evaluations: Sequence[ModelEvaluation], out_dir: str | Path) ->
         for evaluation in evaluations
         for row in evaluation.per_case
     ]
-    _write_csv(out_dir / "per_case.csv", PER_CASE_COLUMNS, case_rows)
+    write_csv(out_dir / "per_case.csv", PER_CASE_COLUMNS, case_rows)
     written["per_case_csv"] = out_dir / "per_case.csv"
     return written
