@@ -10,6 +10,7 @@ from LiverXAILib.catalog import read_catalog, resolve_model, sha256_file
 from LiverXAILib.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
 from LiverXAILib.errors import CheckpointError
 from LiverXAILib.networks import build_model
+from LiverXAILib.preprocessing import SliceInputSpec
 
 
 def small_unet():
@@ -35,6 +36,22 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
     assert not loaded.training
+
+
+def test_a_slice_step_round_trips_and_old_checkpoints_stack_by_index(tmp_path):
+    model = build_model("unet", in_channels=3, num_classes=3, features=(4, 8, 16, 32, 64))
+    metadata = CheckpointMetadata("unet", {"in_channels": 3, "features": [4, 8, 16, 32, 64]})
+    metadata.input_size, metadata.num_slices, metadata.slice_step_mm = (64, 64), 3, 2.5
+    save_checkpoint(tmp_path / "step.pt", model, metadata)
+    _, meta = load_checkpoint(tmp_path / "step.pt")
+    assert meta.slice_step_mm == 2.5 and meta.num_slices == 3
+    assert meta.input_spec() == SliceInputSpec(meta.hu_window, (64, 64), 3, 2.5)
+
+    payload = torch.load(tmp_path / "step.pt", weights_only=True)
+    del payload["metadata"]["slice_step_mm"]  # as written before the option existed
+    torch.save(payload, tmp_path / "old.pt")
+    _, old = load_checkpoint(tmp_path / "old.pt")
+    assert old.slice_step_mm is None and old.input_spec().slice_step_mm is None
 
 
 def test_missing_file_is_named(tmp_path):

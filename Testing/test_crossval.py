@@ -95,8 +95,9 @@ def test_folds_results_and_tables(first_run):
     assert not (out / "fold-hcctace_2144").exists()  # not chosen: pending
     for patient in ("hcctace_0697", "ircadb01_p07"):
         folder = out / f"fold-{patient}"
-        for name in ("best.pt", "last.pt", "history.csv", "split.json", "result.json"):
+        for name in ("last.pt", "history.csv", "split.json", "result.json"):
             assert (folder / name).is_file(), name
+        assert not (folder / "best.pt").exists()  # --select last: no epoch is scored or chosen
         result = json.loads((folder / "result.json").read_text())
         assert result["status"] == "done" and result["test_cases"] == [patient]
         assert sorted(result["train_cases"]) == sorted(set(CROPS) - {patient})

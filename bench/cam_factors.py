@@ -103,7 +103,7 @@ def main() -> None:
     grid_spacing = map_spacing(spacing, volume.shape[1:], spec.input_size)
     with torch.no_grad():
         raw = torch.cat(
-            [model(spec.batch(volume, [i])).argmax(1) for i in range(len(volume))]
+            [model(spec.batch(volume, [i], spacing[0])).argmax(1) for i in range(len(volume))]
         ).numpy()
     labels = clean_labels(raw.astype(np.uint8), grid_spacing)  # on the network's grid
     body = body_mask(labels_on_map_grid(volume, spec.input_size))
@@ -119,7 +119,7 @@ def main() -> None:
         if not chosen.size:
             continue
         grown = with_margin(region, grid_spacing)[chosen]
-        inputs = spec.batch(volume, chosen.tolist())
+        inputs = spec.batch(volume, chosen.tolist(), spacing[0])
         explained = torch.from_numpy(labels[chosen] == class_id).float()
         for padding, target, weighting in settings:
             network = model if padding == "zeros" else with_padding(model, padding)

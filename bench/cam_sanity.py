@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "LiverXAI"))
 
 from LiverXAILib.catalog import resolve_model  # noqa: E402
 from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation  # noqa: E402
+from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
 from LiverXAILib.sanity_checks import (  # noqa: E402
     average_cascades,
     cascading_randomization,
@@ -45,7 +45,9 @@ def main() -> None:
     torch.set_num_threads(1)
     model, metadata = load_checkpoint(resolve_model(args.model))
     array, ijk_to_ras = read_volume(SAMPLE)
-    inputs = metadata.input_spec().batch(canonical_orientation(ijk_to_ras).apply(array), SLICES)
+    orientation = canonical_orientation(ijk_to_ras)
+    slice_mm = canonical_spacing(ijk_to_ras, orientation)[0]
+    inputs = metadata.input_spec().batch(orientation.apply(array), SLICES, slice_mm)
     for setting in args.settings:
         method, layer, weighting = setting.split(":")
         cascades = [

@@ -82,7 +82,7 @@ def body_mask(ct_on_grid: np.ndarray) -> np.ndarray:
 
 def before(engine, volume, spacing):
     """Labels and Grad-CAM as before issue #15 (see the module docstring)."""
-    outputs = engine.run(volume, (LIVER, TUMOR), methods=("gradcam",))
+    outputs = engine.run(volume, (LIVER, TUMOR), methods=("gradcam",), slice_spacing_mm=spacing[0])
     maps = {c: normalize_volume(outputs.heatmaps["gradcam", c], "volume-max") for c in (1, 2)}
     return clean_labels(outputs.labels, spacing), maps, outputs.map_size
 
@@ -145,6 +145,7 @@ def run_case(name: str, args) -> dict:
             max_slices=args.max_slices,
             layer=args.layer,
             weighting=weighting,
+            slice_spacing_mm=spacing[0],
         )
         out["faithfulness"] = curves.to_dict()
     return out

@@ -63,12 +63,13 @@ def naive_segment_and_explain(
 
     orientation = canonical_orientation(ijk_to_ras)
     volume = orientation.apply(array)
+    spacing = canonical_spacing(ijk_to_ras, orientation)
     depth, rows, columns = volume.shape
     labels = np.zeros(volume.shape, dtype=np.uint8)
     heatmaps = {c: np.zeros(volume.shape, dtype=np.float32) for c in classes}
     model.eval()
     for index in range(depth):
-        inputs = spec.batch(volume, [index])
+        inputs = spec.batch(volume, [index], spacing[0])
         with torch.no_grad():
             logits = model(inputs)
         probabilities = F.interpolate(
@@ -83,7 +84,6 @@ def naive_segment_and_explain(
                     input_tensor=inputs, targets=[SemanticSegmentationTarget(class_id, mask)]
                 )[0]
             heatmaps[class_id][index] = cv2.resize(grayscale, (columns, rows))
-    spacing = canonical_spacing(ijk_to_ras, orientation)
     cleaned = clean_labels(labels, spacing)
     label_statistics(cleaned, spacing)
     return orientation.invert(cleaned), {c: orientation.invert(h) for c, h in heatmaps.items()}

@@ -46,7 +46,7 @@ from LiverXAILib.catalog import resolve_model  # noqa: E402
 from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
 from LiverXAILib.explain import cam_layer  # noqa: E402
 from LiverXAILib.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation  # noqa: E402
+from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
 from LiverXAILib.pipeline import run_pipeline  # noqa: E402
 from LiverXAILib.uncertainty import UncertaintySpec  # noqa: E402
 from LiverXAILib.volume_io import read_volume  # noqa: E402
@@ -238,8 +238,10 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, AMP {'on' if amp else 'off'}",
         flush=True,
     )
-    canonical = canonical_orientation(matrix).apply(array)
-    inputs = spec.batch(canonical, list(range(depth))).to(device)
+    orientation = canonical_orientation(matrix)
+    canonical = orientation.apply(array)
+    slice_mm = canonical_spacing(matrix, orientation)[0]
+    inputs = spec.batch(canonical, list(range(depth)), slice_mm).to(device)
     # the practical limit: the same inference network the engine runs (BatchNorm folded)
     pure = pure_compute(fold_batch_norm(model), inputs, device, amp)
     as_trained = pure_compute(model, inputs, device, amp)

@@ -10,7 +10,9 @@ Whatever a file claims is checked before it is used (:meth:`CheckpointMetadata.p
 :func:`check_metadata`, :func:`check_weights`): a window of zero width, a size of zero, an even
 number of slices, unknown classes or architectures and NaN or infinite weights are refused
 with a ``CheckpointError`` naming the file and the field or tensor, never met later as a
-division by zero, a torch error or an empty segmentation.
+division by zero, a torch error or an empty segmentation. ``slice_step_mm`` (2.5D models
+whose neighbour slices lie a fixed distance apart, see :mod:`.preprocessing`) is absent from
+older checkpoints, which then stack adjacent slices by index as before.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class CheckpointMetadata:
     input_size: tuple[int, int] = (128, 128)
     hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
     num_slices: int = 1
+    slice_step_mm: float | None = None  # neighbours this far apart (mm); None: adjacent slices
     class_names: tuple[str, ...] = CLASS_NAMES
     training_data: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +68,9 @@ class CheckpointMetadata:
     created: str = ""
 
     def input_spec(self) -> SliceInputSpec:
-        return SliceInputSpec(tuple(self.hu_window), tuple(self.input_size), self.num_slices)
+        return SliceInputSpec(
+            tuple(self.hu_window), tuple(self.input_size), self.num_slices, self.slice_step_mm
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
@@ -104,6 +109,10 @@ class CheckpointMetadata:
             bad("hu_window", "two finite numbers [low, high] in HU with low < high")
         if not _is_int(self.num_slices) or self.num_slices < 1 or self.num_slices % 2 == 0:
             bad("num_slices", "a positive odd integer (slices centred on the one segmented)")
+        if self.slice_step_mm is not None and not (
+            _is_number(self.slice_step_mm) and self.slice_step_mm > 0
+        ):
+            bad("slice_step_mm", "null (adjacent slices) or a finite distance in mm > 0")
         if not isinstance(self.class_names, tuple) or self.class_names != CLASS_NAMES:
             bad("class_names", f"{list(CLASS_NAMES)} (the classes LiverXAI segments)")
         if not isinstance(self.training_data, list):

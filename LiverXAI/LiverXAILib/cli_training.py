@@ -163,6 +163,14 @@ def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help
         "--slices", default=1, type=checked("slices", int, integer), metavar=_choices(SLICE_COUNTS)
     )
     parser.add_argument(
+        "--slice-step-mm",
+        default=None,
+        type=checked("slice_step_mm", float, number),
+        help="with --slices 3 or 5: take the neighbour slices this many mm apart, "
+        "interpolated between slices, so that scans of any slice spacing give the network "
+        "the same anatomy (default: the adjacent slices)",
+    )
+    parser.add_argument(
         "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=_choices(LOSSES)
     )
     parser.add_argument(
@@ -187,6 +195,14 @@ def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help
         default=0.2,
         type=checked("keep_empty", float, number),
         help="fraction of slices without liver that are kept, in [0, 1] (default 0.2)",
+    )
+    parser.add_argument(
+        "--tumour-share",
+        dest="tumor_share",
+        default=None,
+        type=checked("tumor_share", float, number),
+        help="draw this share of each epoch's slices from slices with tumour, in (0, 1) "
+        "(default: as they come)",
     )
 
 
@@ -341,6 +357,7 @@ def run_train(args: argparse.Namespace) -> None:
         architecture_kwargs=_architecture_options(args.arch_option),
         input_size=(args.size, args.size),
         num_slices=args.slices,
+        slice_step_mm=args.slice_step_mm,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -348,6 +365,7 @@ def run_train(args: argparse.Namespace) -> None:
         loss=args.loss,
         class_weights=args.class_weights,
         keep_empty_fraction=args.keep_empty,
+        tumor_share=args.tumor_share,
         augmentations=args.augment,
         patience=args.patience,
         seed=args.seed,
@@ -379,6 +397,7 @@ def run_crossval(args: argparse.Namespace) -> int:
             "architecture_kwargs": _architecture_options(args.arch_option),
             "input_size": (args.size, args.size),
             "num_slices": args.slices,
+            "slice_step_mm": args.slice_step_mm,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
@@ -386,6 +405,7 @@ def run_crossval(args: argparse.Namespace) -> int:
             "loss": args.loss,
             "class_weights": args.class_weights,
             "keep_empty_fraction": args.keep_empty,
+            "tumor_share": args.tumor_share,
             "augmentations": args.augment,
             "patience": args.patience,
             "seed": args.seed,

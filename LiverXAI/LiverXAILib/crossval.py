@@ -71,9 +71,9 @@ Log = Callable[[dict], None]
 RUN_FILE = "crossval.json"
 #: ``TrainConfig`` fields a recipe may set (the rest are run settings or fixed per fold).
 RECIPE_FIELDS = (
-    "architecture", "architecture_kwargs", "input_size", "num_slices", "hu_window", "epochs",
-    "batch_size", "learning_rate", "schedule", "loss", "class_weights", "keep_empty_fraction",
-    "augmentations", "patience", "seed",
+    "architecture", "architecture_kwargs", "input_size", "num_slices", "slice_step_mm",
+    "hu_window", "epochs", "batch_size", "learning_rate", "schedule", "loss", "class_weights",
+    "keep_empty_fraction", "tumor_share", "augmentations", "patience", "seed",
 )  # fmt: skip
 
 
@@ -353,6 +353,7 @@ def _train_fold(
             workers=config.workers,
             cache_dir=config.cache_dir,
             resume=last.is_file(),
+            score_training_slices=config.select == "best",  # last.pt needs no scores
             notes=f"cross-validation {folder.name}: trained on {others}",
             **settings,
         )
@@ -361,7 +362,9 @@ def _train_fold(
             return None
         state = read_checkpoint(last)["training_state"]
     history = state.get("history", [])
-    scored = [h for h in history if isinstance(h.get("score"), (int, float))]
+    scored = [
+        h for h in history if isinstance(h.get("score"), (int, float)) and np.isfinite(h["score"])
+    ]
     return {
         "epochs_run": len(history),
         "training_seconds": float(sum(float(h.get("seconds", 0.0)) for h in history)),

@@ -24,6 +24,9 @@ comparing models does not reread volumes. For each model and case:
 - **figure data**: a few slices of the case with the most tumour (else the most liver) with
   CT, truth, prediction and Grad-CAM for liver and tumour. Grad-CAM runs on those slices only
   (each with its 2.5D neighbours), and is normalised once over the figure's slices.
+
+Every input is built with the case's slice spacing (``CanonicalCase.spacing[0]``), which
+models with a fixed slice step (``SliceInputSpec.slice_step_mm``) need.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from .map_grid import upsample_slice
 from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
 from .networks import count_parameters
 from .postprocessing import clean_labels
-from .preprocessing import SliceInputSpec, neighbour_indices
+from .preprocessing import SliceInputSpec
 from .surface_metrics import detection_rates, hausdorff95, lesion_detection
 
 EvaluationProgress = Callable[[dict], None]
@@ -248,16 +251,23 @@ def _gradcam_slices(
     device: torch.device,
     volume: np.ndarray,
     slices: list[int],
+    slice_spacing_mm: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Grad-CAM of liver and tumour on ``slices`` only, normalised once over them.
 
     Each slice is stacked with its neighbours as the network sees it in the whole volume, so
-    2.5D models get the same input; the engine runs on these small blocks.
+    2.5D models get the same input; the engine runs on these small blocks. With a slice step
+    the block's slices lie one step apart, so the block's spacing is the step.
     """
-    depth, k = volume.shape[0], spec.num_slices
-    blocks = np.concatenate([volume[neighbour_indices(i, k, depth)] for i in slices])
+    k = spec.num_slices
+    blocks = spec.stacks(volume, slices, slice_spacing_mm).reshape(-1, *volume.shape[1:])
     engine = SliceInferenceEngine(model, spec, device)
-    outputs = engine.run(blocks, explain_classes=(LIVER, TUMOR), methods=("gradcam",))
+    outputs = engine.run(
+        blocks,
+        explain_classes=(LIVER, TUMOR),
+        methods=("gradcam",),
+        slice_spacing_mm=spec.slice_step_mm,
+    )
     centres = [j * k + k // 2 for j in range(len(slices))]
     slice_shape = volume.shape[1:]
     return {
@@ -288,7 +298,8 @@ def _cross_entropy_sum(
     with torch.inference_mode():
         for first in range(0, depth, batch_size):
             indices = list(range(first, min(first + batch_size, depth)))
-            logits = model(spec.batch(canonical.image, indices).to(device)).float()
+            inputs = spec.batch(canonical.image, indices, canonical.spacing[0])
+            logits = model(inputs.to(device)).float()
             targets = torch.from_numpy(canonical.labels[indices].astype(np.float32))
             targets = F.interpolate(targets[:, None], size=spec.input_size, mode="nearest-exact")[
                 :, 0
@@ -367,7 +378,9 @@ def _evaluate_case(
 ) -> np.ndarray:
     """Segment one case with one model, add its counts to ``run``; returns the labels."""
     start = time.perf_counter()
-    labels = run.engine.run(canonical.image, cancel=cancel).labels
+    labels = run.engine.run(
+        canonical.image, cancel=cancel, slice_spacing_mm=canonical.spacing[0]
+    ).labels
     if postprocess:
         labels = clean_labels(labels, canonical.spacing)
     seconds = time.perf_counter() - start
@@ -466,7 +479,12 @@ def evaluate_models(
                     truth=np.ascontiguousarray(canonical.labels[slices]),
                     prediction=np.ascontiguousarray(labels[slices]),
                     heatmaps=_gradcam_slices(
-                        run.model, run.engine.spec, torch_device, canonical.image, slices
+                        run.model,
+                        run.engine.spec,
+                        torch_device,
+                        canonical.image,
+                        slices,
+                        canonical.spacing[0],
                     ),
                     spacing=canonical.spacing,
                 )

@@ -211,6 +211,7 @@ def faithfulness_curves(
     seed: int = 0,
     ig_steps: int = 16,
     batch_size: int = 32,
+    slice_spacing_mm: float | None = None,
 ) -> FaithfulnessResult:
     """Deletion and insertion areas of each method's map and of the reference maps, per class,
     on up to ``max_slices`` canonical slices per class (spread over the class's extent).
@@ -220,7 +221,8 @@ def faithfulness_curves(
     sampled onto the network's grid. ``model`` is in evaluation mode; the inputs go to its
     device. ``layer`` and ``weighting`` choose the CAM layer (default: the product's) and
     weighting (:mod:`cam`); ``ig_steps`` are Integrated Gradients' steps. A class with no
-    slice of ``MIN_PIXELS`` pixels is left out.
+    slice of ``MIN_PIXELS`` pixels is left out. ``slice_spacing_mm`` (canonical axis 0) is
+    needed when ``spec`` has a slice step.
     """
     methods = check_methods(methods)
     unknown = [kind for kind in references if kind not in REFERENCE_MAPS]
@@ -248,7 +250,7 @@ def faithfulness_curves(
         if not chosen:
             continue
         name = CLASS_NAMES[class_id]
-        inputs = spec.batch(canonical_volume, chosen).to(device)
+        inputs = spec.batch(canonical_volume, chosen, slice_spacing_mm).to(device)
         region = torch.from_numpy(grid[chosen] == class_id).to(device)
         maps = _maps(model, spec, inputs, region, class_id, methods, cam, ig_steps)
         maps.update({kind: reference_map(inputs, kind, seed) for kind in references})

@@ -9,7 +9,9 @@ Gradients, much dearer, runs afterwards on the slices that hold an explained cla
 its estimated duration announced first. :meth:`SliceInferenceEngine.explain` explains given
 labels instead (the product's labels after the 3D clean-up), on the slices that hold them.
 The engine reports progress, stops between batches when cancelled, and halves the batch when
-the device runs out of memory.
+the device runs out of memory. ``slice_spacing_mm``, the volume's spacing along the canonical
+slice axis, is needed by models whose 2.5D neighbours lie a fixed distance apart
+(``SliceInputSpec.slice_step_mm``).
 """
 
 from __future__ import annotations
@@ -143,9 +145,13 @@ class SliceInferenceEngine:
         cancel: threading.Event | None = None,
         methods: Sequence[str] = ("gradcam",),
         uncertainty: UncertaintySpec | None = None,
+        slice_spacing_mm: float | None = None,
     ) -> SliceOutputs:
         """Segment every slice, explain ``explain_classes`` with ``methods`` and estimate
-        ``uncertainty`` if given; raises ``Cancelled`` when ``cancel`` is set."""
+        ``uncertainty`` if given; raises ``Cancelled`` when ``cancel`` is set.
+        ``slice_spacing_mm`` (canonical axis 0) is needed when the spec has a slice step."""
+        spacing = slice_spacing_mm
+        self.spec.step_slices(spacing)  # a missing spacing fails before any work
         methods = check_methods(methods) if explain_classes else []
         cam_methods = [m for m in methods if m in CAM_VARIANTS]
         if cam_methods and self.cam_layer is None:
@@ -171,7 +177,7 @@ class SliceInferenceEngine:
         self._for_each_batch(
             range(depth),
             lambda batch: self._run_batch(
-                canonical_volume, batch, explain_classes, cam, uncertainty, outputs
+                canonical_volume, batch, explain_classes, cam, uncertainty, outputs, spacing
             ),
             cancel,
             report,
@@ -183,7 +189,7 @@ class SliceInferenceEngine:
         if with_ig:
             mark = time.perf_counter()
             self._run_integrated_gradients(
-                canonical_volume, explain_classes, outputs, report, cancel, share
+                canonical_volume, explain_classes, outputs, report, cancel, share, None, spacing
             )
             outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
         outputs.batch_size = self.batch_size
@@ -199,13 +205,17 @@ class SliceInferenceEngine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         outputs: SliceOutputs | None = None,
+        slice_spacing_mm: float | None = None,
     ) -> SliceOutputs:
         """Explain the pixels of each class in ``labels`` (canonical, on the map grid: the
         labels after the 3D clean-up) with ``methods``, on the slices that hold the class.
 
         The maps go into ``outputs.heatmaps`` (a new :class:`SliceOutputs` without labels when
-        none is given); slices without the class keep an all-zero map.
+        none is given); slices without the class keep an all-zero map. ``slice_spacing_mm``
+        as for :meth:`run`.
         """
+        spacing = slice_spacing_mm
+        self.spec.step_slices(spacing)
         methods = check_methods(methods) if explain_classes else []
         cam_methods = [m for m in methods if m in CAM_VARIANTS]
         if cam_methods and self.cam_layer is None:
@@ -229,7 +239,7 @@ class SliceInferenceEngine:
             self._for_each_batch(
                 order,
                 lambda batch: self._explain_batch(
-                    canonical_volume, batch, labels, explain_classes, cam, outputs
+                    canonical_volume, batch, labels, explain_classes, cam, outputs, spacing
                 ),
                 cancel,
                 report,
@@ -242,7 +252,7 @@ class SliceInferenceEngine:
             mark = time.perf_counter()
             offset = 1.0 - share if cam is not None else 0.0
             self._run_integrated_gradients(
-                canonical_volume, explain_classes, outputs, report, cancel, offset, labels
+                canonical_volume, explain_classes, outputs, report, cancel, offset, labels, spacing
             )
             outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
         return outputs
@@ -260,10 +270,11 @@ class SliceInferenceEngine:
         explain_classes: Sequence[int],
         cam: LayerCAM,
         outputs: SliceOutputs,
+        spacing: float | None,
     ) -> None:
         """CAM maps of ``indices`` explaining the given labels (one forward, one backward per
         class)."""
-        inputs = self._inputs(canonical_volume, indices)
+        inputs = self._inputs(canonical_volume, indices, spacing)
         explained = torch.from_numpy(labels[indices]).to(self.device)
         targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
         with self._autocast():
@@ -302,8 +313,10 @@ class SliceInferenceEngine:
             done += len(batch)
             report(offset + share * done / len(order), f"{what} {done} of {len(order)}")
 
-    def _inputs(self, canonical_volume: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
-        inputs = self.spec.batch(canonical_volume, list(indices)).to(self.device)
+    def _inputs(
+        self, canonical_volume: np.ndarray, indices: Sequence[int], spacing: float | None
+    ) -> torch.Tensor:
+        inputs = self.spec.batch(canonical_volume, list(indices), spacing).to(self.device)
         if self.channels_last:
             return inputs.contiguous(memory_format=torch.channels_last)
         return inputs
@@ -321,9 +334,10 @@ class SliceInferenceEngine:
         cam: LayerCAM | None,
         uncertainty: UncertaintySpec | None,
         outputs: SliceOutputs,
+        spacing: float | None,
     ) -> None:
         slice_size = tuple(canonical_volume.shape[1:])
-        inputs = self._inputs(canonical_volume, indices)
+        inputs = self._inputs(canonical_volume, indices, spacing)
         targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
         with self._autocast():
             if cam is not None:
@@ -356,6 +370,7 @@ class SliceInferenceEngine:
         cancel: threading.Event | None,
         offset: float,
         labels: np.ndarray | None = None,
+        spacing: float | None = None,
     ) -> None:
         """Integrated Gradients on the slices that hold an explained class, after announcing
         the estimated duration through ``report``; ``labels`` on the map grid are the pixels to
@@ -370,7 +385,7 @@ class SliceInferenceEngine:
         if not order:
             outputs.integrated_gradients_estimate = 0.0
             return
-        sample = self.spec.batch(canonical_volume, order[: min(4, self.batch_size)])
+        sample = self.spec.batch(canonical_volume, order[: min(4, self.batch_size)], spacing)
         sample = sample.to(self.device)
         estimate = estimate_seconds(
             self.model, sample, sum(len(v) for v in per_class.values()), explainer.steps
@@ -383,7 +398,7 @@ class SliceInferenceEngine:
         )
 
         def work(batch: list[int]) -> None:
-            inputs = self._inputs(canonical_volume, batch)
+            inputs = self._inputs(canonical_volume, batch, spacing)
             targets = [torch.full((len(batch),), c, dtype=torch.long) for c in explain_classes]
             explainer.internal_batch_size = self.batch_size  # as much memory as a batch
             explained = None if labels is None else torch.from_numpy(labels[batch]).to(self.device)

@@ -131,6 +131,7 @@ def _segment_and_explain(
         progress=lambda fraction, message: report(segment_share * fraction, message),
         cancel=cancel,
         uncertainty=uncertainty,
+        slice_spacing_mm=spacing[0],  # canonical axis 0: the 2.5D slice step's axis
     )
     timings = {"inference": outputs.seconds}
     mark = time.perf_counter()
@@ -148,6 +149,7 @@ def _segment_and_explain(
             progress=lambda fraction, message: report(0.45 + 0.49 * fraction, message),
             cancel=cancel,
             outputs=outputs,
+            slice_spacing_mm=spacing[0],
         )
         timings["explain"] = time.perf_counter() - mark
     phases = {k: v for k, v in outputs.phase_seconds.items() if k not in ("segment", "explain")}

@@ -5,7 +5,9 @@ resizing and 2.5D stacking as inference (``load_canonical_case`` and ``SliceInpu
 and stored as ``inputs.npy`` (float16, N × C × H × W) and ``targets.npy`` (uint8, N × H × W)
 in a folder named by a hash of the case files and the extraction settings. A second run
 with the same settings opens them in milliseconds; training streams from the memory maps,
-so a full LiTS run (≈58,000 slices) does not need the dataset in RAM.
+so a full LiTS run (≈58,000 slices) does not need the dataset in RAM. A slice step
+(``SliceInputSpec.slice_step_mm``) is part of the folder's hash, so entries stacked by index
+are never reused for it (and entries without a step keep their old names).
 
 Slices with liver are all kept; of the others a fraction ``keep_empty_fraction`` is kept,
 chosen with a seed (the source papers drop slices without liver).
@@ -79,6 +81,8 @@ class SliceCache:
             "keep_empty_fraction": self.keep_empty_fraction,
             "seed": self.seed,
         }
+        if self.spec.slice_step_mm is not None:  # absent: the hash of the entries made before
+            settings["slice_step_mm"] = float(self.spec.slice_step_mm)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         return f"{case.case_id}-{digest[:16]}"
 
@@ -128,7 +132,8 @@ class SliceCache:
             )
             for first in range(0, len(indices), _CHUNK):
                 chunk = indices[first : first + _CHUNK]
-                inputs[first : first + len(chunk)] = self.spec.batch(canonical.image, chunk).numpy()
+                batch = self.spec.batch(canonical.image, chunk, canonical.spacing[0])
+                inputs[first : first + len(chunk)] = batch.numpy()
                 targets[first : first + len(chunk)] = resize_labels(
                     canonical.labels[chunk], self.spec.input_size
                 )

@@ -2,11 +2,13 @@
 
 Data come from a LiTS / MSD folder or a CSV (``data.py``), split by patient with a seed and
 the split written to ``OUT/split.json``. Slices are extracted once into an on-disk cache with
-the same canonical orientation, HU window, resizing and 2.5D stacking as inference, then
-streamed from memory maps with MONAI augmentation. The recipe defaults to the source
-papers': Adam (lr 1e-3), batch 16, Dice + cross entropy (or cross entropy) with class
-weights, early stopping on validation Dice; optional step or cosine decay; mixed precision on
-CUDA; several processes through ``torchrun`` (distributed data parallel).
+the same canonical orientation, HU window, resizing and 2.5D stacking as inference (with
+``slice_step_mm``, ``--slice-step-mm``: neighbours that many mm apart, whatever the scan's
+slice spacing; stored in the checkpoints), then streamed from memory maps with MONAI
+augmentation. The recipe defaults to the source papers': Adam (lr 1e-3), batch 16, Dice +
+cross entropy (or cross entropy) with class weights, early stopping on validation Dice;
+optional step or cosine decay; mixed precision on CUDA; several processes through
+``torchrun`` (distributed data parallel).
 
 Progress is printed as JSON lines (one object per line with an ``event`` key: start, split,
 cache, data, resume, step, epoch, early_stop, stopped, done). ``OUT`` receives ``best.pt``
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoints import CheckpointMetadata, read_checkpoint, save_checkpoint
 from .constants import CLASS_NAMES, DEFAULT_HU_WINDOW
@@ -45,9 +47,15 @@ from .stop_request import STOP_FILE, StoppedWhilePreparing, StopRequest
 from .training_curves import write_curves, write_history
 from .training_options import DEFAULT_AUGMENTATIONS, SCHEDULES, default_cache_dir
 from .training_resume import check_resumable, restore, run_problems
+from .training_sampler import training_sampler
 from .validation import evaluate_dataset, selection_score
 
 Log = Callable[[dict], None]
+#: The epoch's scores when nothing is scored (no validation cases, training slices not scored).
+UNSCORED = {
+    "per_class": {"liver": {"dice": math.nan}, "tumor": {"dice": math.nan}},
+    "support": {"tumor": 0},
+}
 
 
 @dataclass
@@ -65,6 +73,7 @@ class TrainConfig:
     architecture_kwargs: dict = field(default_factory=dict)
     input_size: tuple[int, int] = (128, 128)
     num_slices: int = 1
+    slice_step_mm: float | None = None  # 2.5D neighbours this far apart (mm); None: adjacent
     hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
     epochs: int = 50
     batch_size: int = 16
@@ -73,6 +82,7 @@ class TrainConfig:
     loss: str = "dicece"
     class_weights: tuple[float, float, float] = (1.0, 1.0, 3.0)
     keep_empty_fraction: float = 0.2
+    tumor_share: float | None = None  # share of drawn slices holding tumour; None: as cached
     augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS
     patience: int = 15
     seed: int = 0
@@ -80,6 +90,7 @@ class TrainConfig:
     workers: int = 0
     cache_dir: Path | None = None
     resume: bool = False
+    score_training_slices: bool = True  # without validation cases: score them every epoch
     register_as: str = ""  # add best.pt to the user's model catalog under this name
     notes: str = ""
 
@@ -225,7 +236,9 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
             }
         )
     began = time.perf_counter()
-    spec = SliceInputSpec(config.hu_window, config.input_size, config.num_slices)
+    spec = SliceInputSpec(
+        config.hu_window, config.input_size, config.num_slices, config.slice_step_mm
+    )
     cache = SliceCache(
         config.cache_dir or default_cache_dir(), spec, config.keep_empty_fraction, config.split_seed
     )
@@ -270,6 +283,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
         input_size=tuple(config.input_size),
         hu_window=tuple(config.hu_window),
         num_slices=config.num_slices,
+        slice_step_mm=config.slice_step_mm,
         training_data=[f"{c.image.parent.name}/{c.image.name}" for c in split.train],
         notes=config.notes,
     )
@@ -289,7 +303,7 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
             train_set, context.world_size, context.rank, shuffle=True, seed=config.seed
         )
     else:
-        sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(config.seed))
+        sampler = training_sampler(train_set, config.tumor_share, config.seed)
     epoch_seconds: list[float] = []
     finished = "done"
     for epoch in range(start_epoch, config.epochs):
@@ -309,8 +323,11 @@ def _train(config: TrainConfig, context: DistributedContext, log: Log, stop: Sto
             break
         train_seconds = time.perf_counter() - epoch_began
         totals = context.sum(torch.tensor([loss_sum, seen], dtype=torch.float64))
-        metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
-        score = selection_score(metrics, tumor_present=metrics["support"]["tumor"] > 0)
+        if split.validation or config.score_training_slices:
+            metrics, validation_loss = evaluate_dataset(network, validation_set, device, context)
+            score = selection_score(metrics, tumor_present=metrics["support"]["tumor"] > 0)
+        else:  # nothing to choose between epochs: last.pt is the model
+            metrics, validation_loss, score = UNSCORED, math.nan, math.nan
         improved = score > best_score
         if improved:
             best_score, stale = score, 0

@@ -144,6 +144,14 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[Any], str]]
         lambda v: is_number(v) and 0 <= v <= 1,
         "The fraction of slices without liver must lie in [0, 1] (got {value!r}).",
     ),
+    "tumor_share": (
+        lambda v: v is None or (is_number(v) and 0 < v < 1),
+        "The share of slices with tumour must lie strictly between 0 and 1 (got {value!r}).",
+    ),
+    "slice_step_mm": (
+        lambda v: v is None or (is_number(v) and v > 0),
+        "The slice step must be a distance in mm > 0 (got {value!r}).",
+    ),
     "validation_fraction": (
         lambda v: is_number(v) and 0 <= v < 1,
         "The validation fraction must lie in [0, 1) (got {value!r}).",
@@ -162,6 +170,13 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[Any], str]]
         "(background,liver,tumour; got {value!r}).",
     ),
 }
+
+
+#: A slice step without neighbours to place (the trainer's and ``crossval``'s check).
+SINGLE_SLICE_STEP = (
+    "A slice step (--slice-step-mm) places the neighbours of a 2.5D input; with one slice per "
+    "input (--slices 1) there are none. Use --slices 3 or 5, or leave the step out."
+)
 
 
 def option_problem(name: str, value: Any) -> str | None:

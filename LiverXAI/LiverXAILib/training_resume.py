@@ -7,7 +7,7 @@ from typing import Any
 
 from .checkpoints import CheckpointMetadata
 from .errors import InputError
-from .training_options import options_problems
+from .training_options import SINGLE_SLICE_STEP, options_problems
 
 #: Settings that must not change when a run is resumed (epochs and patience may).
 RESUME_INVARIANTS = (
@@ -15,6 +15,7 @@ RESUME_INVARIANTS = (
     "architecture_kwargs",
     "input_size",
     "num_slices",
+    "slice_step_mm",
     "hu_window",
     "batch_size",
     "learning_rate",
@@ -44,6 +45,8 @@ def run_problems(config: Any) -> list[str]:
         loss=config.loss,
         class_weights=config.class_weights,
         keep_empty=config.keep_empty_fraction,
+        tumor_share=config.tumor_share,
+        slice_step_mm=config.slice_step_mm,
         augment=config.augmentations,
         validation_fraction=config.validation_fraction,
         test_fraction=config.test_fraction,
@@ -57,12 +60,15 @@ def run_problems(config: Any) -> list[str]:
                 f"The validation and test fractions must leave patients for training "
                 f"(got {fractions[0]} + {fractions[1]})."
             )
+    if config.slice_step_mm is not None and config.num_slices == 1:
+        problems.append(SINGLE_SLICE_STEP)
     metadata = CheckpointMetadata(
         architecture=config.architecture,
         architecture_kwargs=config.architecture_kwargs,
         input_size=config.input_size,
         hu_window=config.hu_window,
         num_slices=config.num_slices,
+        slice_step_mm=config.slice_step_mm,
     )
     problems += [f"{problem[0].upper()}{problem[1:]}." for problem in metadata.problems()]
     return problems
