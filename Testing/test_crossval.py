@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,46 @@ def test_folds_results_and_tables(first_run):
     liver = [float(summary["liver_organ", f"dice_per_case_{m}"]) for m in ("min", "mean")]
     assert liver[0] <= liver[1]
     assert {r["scope"] for r in long} == {"summary", *CROPS}
+
+
+def test_tuning_scores_the_grid_on_the_held_out_patients_and_applies_it(first_run, tmp_path):
+    from LiverXAILib.checkpoints import load_checkpoint
+    from LiverXAILib.crossval_tuning import MIN_TUMOR_ML, TUMOR_BIASES
+
+    run = tmp_path / "run"
+    shutil.copytree(first_run[0], run)
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(["crossval-tune", "--run", str(run), "--device", "cpu"]) == 0
+    assert "nested: chosen without the patient scored" in stdout.getvalue()
+    result = json.loads((run / "postprocessing.json").read_text())
+    assert result["patients"] == ["hcctace_0697", "ircadb01_p07"]  # the finished folds
+    with open(run / "postprocessing_grid.csv", newline="", encoding="utf-8") as stream:
+        grid = list(csv.DictReader(stream))
+    assert len(grid) == 2 * len(TUMOR_BIASES) * len(MIN_TUMOR_ML)
+    untuned = {
+        r["case"]: r for r in grid if float(r["tumor_bias"]) == 0 == float(r["min_tumor_ml"])
+    }
+    for case, row in per_case(run).items():  # bias 0, no minimum: the cross-validation's labels
+        if row["status"] == "done":
+            assert float(untuned[case]["tumor_dice"]) == pytest.approx(
+                float(row["tumor_dice"]), abs=0.02
+            )
+    for setting in result["nested"]["settings"].values():
+        assert setting["tumor_bias"] in TUMOR_BIASES and setting["min_tumor_ml"] in MIN_TUMOR_ML
+    chosen = result["chosen"]
+    tuned = tmp_path / "tuned.pt"
+    model = run / "fold-hcctace_0697" / "last.pt"
+    arguments = ["crossval-tune", "--run", str(run), "--apply", str(model), "--to", str(tuned)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(arguments) == 0
+    _network, metadata = load_checkpoint(tuned)
+    assert (metadata.tumor_bias, metadata.min_tumor_ml) == (
+        chosen["tumor_bias"],
+        chosen["min_tumor_ml"],
+    )
+    assert "chosen by crossval-tune on run" in metadata.notes
+    with pytest.raises(SystemExit, match="--apply and --to go together"):
+        main(["crossval-tune", "--run", str(run), "--apply", str(model)])
 
 
 def test_a_second_run_skips_finished_folds(first_run, cases, cache):

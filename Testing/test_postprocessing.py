@@ -5,6 +5,7 @@ import pytest
 from LiverXAILib.postprocessing import (
     LabelStatistics,
     clean_labels,
+    drop_small_tumors,
     label_statistics,
     label_warnings,
 )
@@ -164,3 +165,22 @@ def test_warnings_for_a_cut_off_or_implausible_liver() -> None:
             0
         ]
     )
+
+
+def test_drop_small_tumors_turns_small_components_into_liver() -> None:
+    labels = np.zeros((10, 30, 30), dtype=np.uint8)
+    labels[1:9, 2:28, 2:28] = 1
+    labels[2:6, 4:12, 4:12] = 2  # 4 x 8 x 8 voxels x 1.25 mm3 = 0.32 mL
+    labels[7, 20, 20] = 2  # one voxel: 0.00125 mL
+    labels[7, 21, 21] = 2  # touches it diagonally: the same 26-connected component
+    before = labels.copy()
+    kept = drop_small_tumors(labels, SPACING, 0.01)
+    np.testing.assert_array_equal(labels, before)  # the input is not modified
+    assert (kept[2:6, 4:12, 4:12] == 2).all()
+    assert kept[7, 20, 20] == kept[7, 21, 21] == 1  # liver now, the organ keeps its voxels
+    assert np.count_nonzero(kept) == np.count_nonzero(labels)
+    assert not (drop_small_tumors(labels, SPACING, 0.5) == 2).any()  # 0.32 mL < 0.5 mL
+    np.testing.assert_array_equal(drop_small_tumors(labels, SPACING, 0.0), labels)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="min_tumor_ml"):
+            drop_small_tumors(labels, SPACING, bad)

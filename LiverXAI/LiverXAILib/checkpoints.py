@@ -36,6 +36,7 @@ from .preprocessing import SliceInputSpec
 
 FORMAT = "liverxai-checkpoint-1"
 MAX_INPUT_SIZE = 1024  # pixels per side; larger is no CT slice network LiverXAI can run
+MAX_TUMOR_BIAS = 10.0  # log-odds; beyond this the bias decides alone, not the network
 
 
 def _is_int(value: Any) -> bool:
@@ -61,6 +62,8 @@ class CheckpointMetadata:
     num_slices: int = 1
     slice_step_mm: float | None = None  # neighbours this far apart (mm); None: adjacent slices
     class_names: tuple[str, ...] = CLASS_NAMES
+    tumor_bias: float = 0.0  # log-odds added to tumour before the arg-max (crossval-tune)
+    min_tumor_ml: float = 0.0  # tumour components smaller than this become liver
     training_data: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -113,6 +116,10 @@ class CheckpointMetadata:
             _is_number(self.slice_step_mm) and self.slice_step_mm > 0
         ):
             bad("slice_step_mm", "null (adjacent slices) or a finite distance in mm > 0")
+        if not (_is_number(self.tumor_bias) and abs(self.tumor_bias) <= MAX_TUMOR_BIAS):
+            bad("tumor_bias", f"a number of log-odds in [-{MAX_TUMOR_BIAS}, {MAX_TUMOR_BIAS}]")
+        if not (_is_number(self.min_tumor_ml) and self.min_tumor_ml >= 0):
+            bad("min_tumor_ml", "a finite volume in mL >= 0")
         if not isinstance(self.class_names, tuple) or self.class_names != CLASS_NAMES:
             bad("class_names", f"{list(CLASS_NAMES)} (the classes LiverXAI segments)")
         if not isinstance(self.training_data, list):

@@ -29,6 +29,7 @@ from .cli_training import (
     run_evaluate,
     run_train,
 )
+from .cli_tuning import add_tuning_parser, run_tuning
 from .constants import DEFAULT_MODEL, EXPLAINABLE_CLASSES
 from .errors import Cancelled, CheckpointError, InputError
 
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_options(demo)
     add_models_parser(commands)
     add_training_parsers(commands)
+    add_tuning_parser(commands)
     return parser
 
 
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             run_train(args)
         elif args.command == "crossval":
             return run_crossval(args)
+        elif args.command == "crossval-tune":
+            return run_tuning(args)
         elif args.command == "evaluate":
             run_evaluate(args)
         elif args.command == "models":

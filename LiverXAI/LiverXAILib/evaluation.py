@@ -53,7 +53,7 @@ from .inference import SliceInferenceEngine, choose_device
 from .map_grid import upsample_slice
 from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
 from .networks import count_parameters
-from .postprocessing import clean_labels
+from .postprocessing import clean_labels, drop_small_tumors
 from .preprocessing import SliceInputSpec
 from .surface_metrics import detection_rates, hausdorff95, lesion_detection
 
@@ -383,6 +383,7 @@ def _evaluate_case(
     ).labels
     if postprocess:
         labels = clean_labels(labels, canonical.spacing)
+        labels = drop_small_tumors(labels, canonical.spacing, run.engine.min_tumor_ml)
     seconds = time.perf_counter() - start
     truth, spacing = canonical.labels, canonical.spacing
     run.confusion += confusion_matrix(labels, truth, len(CLASS_NAMES))
@@ -441,7 +442,13 @@ def evaluate_models(
         mark = time.perf_counter()
         path = resolve_model(model_ref)
         model, metadata = load_checkpoint(path)
-        engine = SliceInferenceEngine(model, metadata.input_spec(), torch_device)
+        engine = SliceInferenceEngine(
+            model,
+            metadata.input_spec(),
+            torch_device,
+            tumor_bias=metadata.tumor_bias,
+            min_tumor_ml=metadata.min_tumor_ml,
+        )
         runs.append(
             _ModelRun(
                 name,

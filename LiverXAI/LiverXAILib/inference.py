@@ -17,6 +17,7 @@ slice axis, is needed by models whose 2.5D neighbours lie a fixed distance apart
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from torch import nn
 
 from .batch_norm_folding import fold_batch_norm as fold_batch_norm_into_convolutions
 from .cam import CAM_VARIANTS, CAM_WEIGHTINGS, DEFAULT_WEIGHTING, LayerCAM
+from .constants import TUMOR
 from .cpu_batch import cpu_batch_limit
 from .errors import Cancelled
 from .explain import check_methods, default_cam_layer
@@ -91,6 +93,16 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
+def biased_probabilities(probabilities: torch.Tensor, tumor_factor: float) -> torch.Tensor:
+    """``probabilities`` (B, classes, h, w) with the tumour's multiplied by ``tumor_factor``
+    (e**bias: its log-odds shifted by the bias); the input itself when the factor is 1."""
+    if tumor_factor == 1.0:
+        return probabilities
+    biased = probabilities.clone()
+    biased[:, TUMOR] *= tumor_factor
+    return biased
+
+
 class SliceInferenceEngine:
     """Runs a 2D segmentation network over every axial slice of a canonical volume.
 
@@ -101,7 +113,10 @@ class SliceInferenceEngine:
     of the network with each BatchNorm folded into its convolution (same outputs, fewer
     passes over the feature maps; the Grad-CAM layer itself is never folded). On the CPU,
     ``batch_size`` is capped so that feature maps stay small (:mod:`cpu_batch`); the size
-    used is in :attr:`SliceOutputs.batch_size`.
+    used is in :attr:`SliceOutputs.batch_size`. ``tumor_bias`` (log-odds, from the model's
+    metadata) is added to the tumour class before the arg-max that makes the labels;
+    ``min_tumor_ml``, also the model's, is kept for the clean-up that follows
+    (:func:`.postprocessing.drop_small_tumors`).
     """
 
     def __init__(
@@ -116,6 +131,8 @@ class SliceInferenceEngine:
         channels_last: bool = True,
         fold_batch_norm: bool = True,
         cam_weighting: str = DEFAULT_WEIGHTING,
+        tumor_bias: float = 0.0,
+        min_tumor_ml: float = 0.0,
     ) -> None:
         if cam_weighting not in CAM_WEIGHTINGS:
             raise ValueError(f"unknown CAM weighting {cam_weighting!r}: {CAM_WEIGHTINGS}")
@@ -136,6 +153,8 @@ class SliceInferenceEngine:
             gradcam_layer(self.model, self.cam_layer_name) if self.cam_layer_name else None
         )
         self.ig_options = dict(ig_options or {})
+        self.tumor_factor = math.exp(tumor_bias)
+        self.min_tumor_ml = min_tumor_ml
 
     def run(
         self,
@@ -353,7 +372,9 @@ class SliceInferenceEngine:
                     )
         with torch.inference_mode():
             block = slice(indices[0], indices[-1] + 1)
-            labels = labels_from_probabilities(probabilities, slice_size)
+            labels = labels_from_probabilities(
+                biased_probabilities(probabilities, self.tumor_factor), slice_size
+            )
             outputs.labels[block] = labels.cpu().numpy()
             for method, per_target in maps.items():
                 for class_id, cam_map in zip(explain_classes, per_target, strict=True):

@@ -218,6 +218,8 @@ class LiverXAILogic:
                 "steps": integratedGradientsSteps,
                 "baseline": integratedGradientsBaseline,
             },
+            tumor_bias=metadata.tumor_bias,
+            min_tumor_ml=metadata.min_tumor_ml,
         )
         timings = {"preprocess": time.perf_counter() - started}
         result = run_pipeline(

@@ -26,7 +26,13 @@ from .inference import SliceInferenceEngine, SliceOutputs
 from .lesions import Lesion, measure_lesions
 from .map_grid import labels_on_map_grid, map_spacing
 from .orientation import CanonicalOrientation, canonical_orientation, canonical_spacing
-from .postprocessing import LabelStatistics, clean_labels, label_statistics, label_warnings
+from .postprocessing import (
+    LabelStatistics,
+    clean_labels,
+    drop_small_tumors,
+    label_statistics,
+    label_warnings,
+)
 from .uncertainty import UncertaintySpec
 
 
@@ -135,7 +141,7 @@ def _segment_and_explain(
     )
     timings = {"inference": outputs.seconds}
     mark = time.perf_counter()
-    labels = clean_labels(outputs.labels, spacing)
+    labels = drop_small_tumors(clean_labels(outputs.labels, spacing), spacing, engine.min_tumor_ml)
     clean_up = removed_by_clean_up(outputs.labels, labels, spacing)
     outputs.labels = labels
     timings["clean-up"] = time.perf_counter() - mark

@@ -80,6 +80,32 @@ def clean_labels(
     return cleaned
 
 
+def drop_small_tumors(
+    labels: np.ndarray, spacing_mm: Sequence[float], min_tumor_ml: float
+) -> np.ndarray:
+    """A copy of ``labels`` in which tumour components (26-connected) smaller than
+    ``min_tumor_ml`` millilitres become liver (1); ``min_tumor_ml`` 0 changes nothing.
+
+    Tumour lies inside or at the edge of the cleaned liver, so a removed speck is liver tissue
+    the network was unsure about; the liver organ (label >= 1) keeps its volume.
+    """
+    labels = np.asarray(labels)
+    spacing = _check_volume(labels, spacing_mm)
+    if not math.isfinite(min_tumor_ml) or min_tumor_ml < 0:
+        raise ValueError(f"min_tumor_ml must be a finite number >= 0, got {min_tumor_ml}")
+    result = labels.astype(np.uint8, copy=True)
+    box = bounding_box(labels == TUMOR) if min_tumor_ml > 0 else None
+    if box is None:
+        return result
+    components, count = ndimage.label(labels[box] == TUMOR, structure=CONNECTIVITY_26)
+    voxel_ml = math.prod(spacing) / 1000.0
+    sizes = np.bincount(components.ravel(), minlength=count + 1) * voxel_ml
+    small = sizes < min_tumor_ml
+    small[0] = False
+    result[box][small[components]] = LIVER
+    return result
+
+
 def label_statistics(labels: np.ndarray, spacing_mm: Sequence[float]) -> LabelStatistics:
     """Measure liver and tumour volumes (mL), count tumours and list the slices with tumour."""
     labels = np.asarray(labels)
