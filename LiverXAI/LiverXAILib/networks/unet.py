@@ -55,7 +55,8 @@ class UNet(nn.Module):
     #: the second decoder stage, at 1/4 of the input resolution (32x32 for a 128x128 input).
     #: It has seen the bottleneck's context, so its features are class-specific, yet it is
     #: fine enough for the heat map to follow a small tumour; the bottleneck (1/16) is too
-    #: coarse and the last decoder stage mostly encodes edges.
+    #: coarse and the last decoder stage mostly encodes edges. Segment & Explain uses the
+    #: stage measured best on real CT instead (``explain.MEASURED_CAM_LAYERS``: the one at 1/2).
     gradcam_layer: str = "decoder.1"
 
     def __init__(
