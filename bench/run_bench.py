@@ -14,7 +14,9 @@ memory the kernel zeroes on first touch). Rows:
    mapping, 3D clean-up, explanation measures);
 3. the naive baseline (``naive_baseline.py``): one slice per forward pass, ``grad-cam``'s
    Grad-CAM one class per call;
-4. the Logic on a slicer-core MRML scene (nodes, segmentation import, closed surfaces).
+4. the Logic on a slicer-core MRML scene (nodes, segmentation import, closed surfaces);
+5. the product default with ``--previous-model`` (the former default model), so that a new
+   default's cost is compared with the old one's in the same process.
 
 Then a 600-slice volume tiled from the same CT runs in a fresh process for its peak memory.
 Writes ``bench-results.json`` with the ratios.
@@ -44,6 +46,7 @@ import torch  # noqa: E402
 from LiverXAILib.batch_norm_folding import fold_batch_norm  # noqa: E402
 from LiverXAILib.catalog import resolve_model  # noqa: E402
 from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.constants import DEFAULT_MODEL  # noqa: E402
 from LiverXAILib.explain import cam_layer  # noqa: E402
 from LiverXAILib.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
 from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
@@ -195,7 +198,12 @@ def child_600(args: argparse.Namespace) -> None:
     array = tiled(array, args.slices)
     model, metadata = load_checkpoint(resolve_model(args.model))
     engine = SliceInferenceEngine(
-        model, metadata.input_spec(), choose_device(args.device), args.batch
+        model,
+        metadata.input_spec(),
+        choose_device(args.device),
+        args.batch,
+        tumor_bias=metadata.tumor_bias,
+        min_tumor_ml=metadata.min_tumor_ml,
     )
     start = time.perf_counter()
     run_pipeline(array, matrix, engine, (1, 2), ("gradcam",), UncertaintySpec())
@@ -209,7 +217,12 @@ def main() -> None:
     parser.add_argument(
         "--ct", type=Path, default=DEFAULT_CT if DEFAULT_CT.exists() else BUNDLED_CT
     )
-    parser.add_argument("--model", default="unet-demo")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--previous-model",
+        default="unet-demo",
+        help="the former default model, for the default / previous-default row ('none': skip)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=0, help="engine batch size (0: tuned)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -250,7 +263,15 @@ def main() -> None:
     batch = args.batch or batch
     print(f"  pure compute by batch size (NHWC = channels-last): {by_size}")
     layout = "channels-last" if channels_last else "contiguous"
-    engine = SliceInferenceEngine(model, spec, device, batch, channels_last=channels_last)
+    engine = SliceInferenceEngine(
+        model,
+        spec,
+        device,
+        batch,
+        channels_last=channels_last,
+        tumor_bias=metadata.tumor_bias,
+        min_tumor_ml=metadata.min_tumor_ml,
+    )
     print(
         f"  our engine runs batches of {engine.batch_size} (asked {batch}; CPU cap in cpu_batch.py)"
     )
@@ -268,6 +289,26 @@ def main() -> None:
         print(f"  torch.compile took {time.perf_counter() - start:.1f} s (first call)")
         extra_rows.append(
             ("pure compute, torch.compile", lambda: compiled(batch, channels_last), repeats)
+        )
+    if args.previous_model != "none":
+        old_model, old_metadata = load_checkpoint(resolve_model(args.previous_model))
+        old_engine = SliceInferenceEngine(
+            old_model.to(device).eval(),
+            old_metadata.input_spec(),
+            device,
+            batch,
+            channels_last=channels_last,
+            tumor_bias=old_metadata.tumor_bias,
+            min_tumor_ml=old_metadata.min_tumor_ml,
+        )
+        extra_rows.append(
+            (
+                f"previous default model ({args.previous_model}): + uncertainty",
+                lambda: run_pipeline(
+                    array, matrix, old_engine, (1, 2), ("gradcam",), UncertaintySpec()
+                ),
+                repeats,
+            )
         )
     rows = measure_rows(
         [
@@ -357,6 +398,10 @@ def main() -> None:
         "torch_compile_gain": (
             pure_row["median_s"] / rows[7]["median_s"] if args.compile else None
         ),
+        "previous_model": args.previous_model,
+        "default_over_previous_default": (
+            default["median_s"] / rows[-1]["median_s"] if args.previous_model != "none" else None
+        ),
         "peak_rss_mb_600_slices": scaling["peak_rss_mb"],
         "seconds_600_slices": scaling["seconds"],
     }
@@ -367,6 +412,15 @@ def main() -> None:
         ("+ uncertainty (default) / segment", results["default_over_segment"], "x", "<= 2"),
         (f"peak RSS, {args.slices} slices (MB)", results["peak_rss_mb_600_slices"], "", "< 3072"),
     ]
+    if results["default_over_previous_default"] is not None:
+        targets.append(
+            (
+                f"default / with {args.previous_model}",
+                results["default_over_previous_default"],
+                "x",
+                "<= 1.5",
+            )
+        )
     print()
     for label, value, unit, target in targets:
         print(f"  {label:<40} {value:8.2f}{unit:<2} target {target}")
