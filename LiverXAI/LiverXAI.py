@@ -503,7 +503,14 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table = self.ui.reviewTable
         table.setRowCount(len(result.reviewItems))
         for row, item in enumerate(result.reviewItems):
-            cells = (str(item["slice"]), item["class"], item["method"], item["reason"])
+            first, last = (
+                item.get("firstSlice", item["slice"]),
+                item.get("lastSlice", item["slice"]),
+            )
+            where = (
+                str(item["slice"]) if first == last else f"{min(first, last)}–{max(first, last)}"
+            )
+            cells = (where, item["class"], item["method"], item["reason"])
             for column, text in enumerate(cells):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         table.resizeColumnsToContents()

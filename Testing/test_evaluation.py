@@ -338,6 +338,14 @@ def test_real_evaluation_metrics(real_evaluation):
         ("volume-1", 1.0),
     ]
 
+    # The review score, run through the product pipeline on every case.
+    review = demo.review
+    assert set(review["aucPerCase"]) == {"volume-0", "volume-1"}
+    assert review["slices"] > 50 and 0 <= review["poorSlices"] < review["slices"]
+    # unet-demo was trained on both cases: no slice may be poor, and then the AUC is undefined
+    assert 0 <= review["auc"] <= 1 if review["poorSlices"] else math.isnan(review["auc"])
+    assert 0 <= review["flaggedShare"] <= 0.5 and 0 < review["threshold"] < 1
+
     figure = demo.figure
     assert figure is not None and figure.case_id == "volume-0"  # the case with tumour
     assert len(figure.slices) == 4 and figure.ct.shape == (4, 512, 512)
@@ -364,6 +372,12 @@ def test_real_evaluation_report(real_evaluation):
         per_case = list(csv.DictReader(stream))
     assert [row["case"] for row in per_case] == ["volume-0", "volume-1"]
     assert float(per_case[0]["liver_dice"]) == pytest.approx(demo.per_case[0].liver_dice)
+    assert "### Review list" in text and "slices with Dice < 0.8" in text
+    with open(written["metrics_csv"], newline="") as stream:
+        metrics = {(r["scope"], r["metric"]): r["value"] for r in csv.DictReader(stream)}
+    assert int(metrics["global", "review_slices"]) == demo.review["slices"]
+    assert metrics["global", "review_auc"] == "" or 0 <= float(metrics["global", "review_auc"]) <= 1
+    assert ("volume-1", "review_auc") in metrics
 
 
 @pytest.mark.slow

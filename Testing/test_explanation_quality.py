@@ -290,6 +290,8 @@ def test_review_item_to_dict():
     item = ReviewItem(3, TUMOR, "gradcam", 0.123456, "why", ATTENTION_ON_BACKGROUND)
     assert item.to_dict() == {
         "slice": 3,
+        "firstSlice": 3,
+        "lastSlice": 3,
         "classId": TUMOR,
         "class": "tumor",
         "method": "gradcam",

@@ -124,6 +124,8 @@ def full_report() -> dict:
             },
             {
                 "slice": 8,
+                "firstSlice": 6,
+                "lastSlice": 9,
                 "class": "liver",
                 "method": "ig",
                 "severity": 0.2,
@@ -236,6 +238,7 @@ def test_full_report_renders_every_section(figures):
         "93",
         "heat outside the tumour",
         "peak outside the liver",
+        "6–9",  # a range of neighbouring slices
         "Grad-CAM",
         "Integrated Gradients",
         "91.4",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
+from .results import review_item_slices
 
 SUMMARY_FILE = "summary.csv"
 SUMMARY_COLUMNS = (
@@ -65,7 +66,7 @@ def row_from_report(
     # the same slice); the count is the number of slices a reader has to look at.
     review = report.get("reviewSlices")
     if review is None:
-        review = [item.get("slice") for item in report.get("reviewItems") or []]
+        review = [s for item in report.get("reviewItems") or [] for s in review_item_slices(item)]
     return {
         "case": case,
         "liver_ml": report.get("liverVolumeMl"),

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .cli_models import add_models_parser, run_models
+from .cli_review import add_review_parser, run_review_calibration
 from .cli_segment import is_batch_input, run_single, segment_folder
 from .cli_training import (
     add_training_parsers,
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_training_parsers(commands)
     add_tuning_parser(commands)
+    add_review_parser(commands)
     return parser
 
 
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_crossval(args)
         elif args.command == "crossval-tune":
             return run_tuning(args)
+        elif args.command == "review-calibrate":
+            return run_review_calibration(args)
         elif args.command == "evaluate":
             run_evaluate(args)
         elif args.command == "models":

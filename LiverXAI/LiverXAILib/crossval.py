@@ -392,6 +392,7 @@ def _evaluate_fold(
         device=config.device,
         postprocess=config.postprocess,
         figure_slices=0,
+        review_score=False,  # the review score is calibrated separately (review-calibrate)
         progress=log,
         cancel=_StopEvent(stop),
         on_labels=on_labels,

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
 from .networks import count_parameters
 from .postprocessing import clean_labels, drop_small_tumors
 from .preprocessing import SliceInputSpec
+from .review_calibration import case_rows as review_case_rows
+from .review_calibration import score_summary
+from .review_score import load_score_model
 from .surface_metrics import detection_rates, hausdorff95, lesion_detection
 
 EvaluationProgress = Callable[[dict], None]
@@ -111,6 +115,10 @@ class ModelEvaluation:
     device: str = "cpu"
     total_seconds: float = 0.0  # everything this model cost, metrics and figure included
     figure: FigureData | None = None
+    review: dict[str, Any] = field(default_factory=dict)
+    """The review score on these cases (:func:`.review_calibration.score_summary`): AUC for
+    slices with liver Dice < 0.8, precision and flagged share at the threshold; empty when
+    not measured."""
 
     @property
     def cases(self) -> list[str]:
@@ -332,6 +340,7 @@ class _ModelRun:
     rows: list[CaseEvaluation] = field(default_factory=list)
     seconds: float = 0.0
     figure: FigureData | None = None
+    review_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def model_names(models: Sequence[str | Path]) -> list[str]:
@@ -420,6 +429,7 @@ def evaluate_models(
     progress: EvaluationProgress | None = None,
     cancel: threading.Event | None = None,
     on_labels: Callable[[str, CanonicalCase, np.ndarray], None] | None = None,
+    review_score: bool = True,
 ) -> list[ModelEvaluation]:
     """Evaluate each model (catalog name or checkpoint path) on every case.
 
@@ -430,6 +440,8 @@ def evaluate_models(
     between slice batches), ``CheckpointError`` for a bad model and ``InputError`` for a bad
     case. ``on_labels(model name, case, labels)``, if given, receives each model's scored
     labels of each case (canonical orientation, post-processed if ``postprocess``).
+    With ``review_score`` (and a calibrated score installed), each case also runs through
+    the product pipeline (Grad-CAM, uncertainty) to score its liver slices for review.
     """
     if not models:
         raise ValueError("no model to evaluate")
@@ -462,6 +474,7 @@ def evaluate_models(
         )
         runs[-1].seconds += time.perf_counter() - mark
 
+    score_model = load_score_model() if review_score else None
     best_score: tuple[float, float] | None = None
     for index, case in enumerate(cases):
         _check_cancel(cancel)
@@ -476,6 +489,9 @@ def evaluate_models(
             _check_cancel(cancel)
             mark = time.perf_counter()
             labels = _evaluate_case(run, canonical, torch_device, postprocess, cancel)
+            if review_score and score_model is not None:
+                rows, _ = review_case_rows(run.engine, canonical, cancel)
+                run.review_rows += [{"case": case.case_id, **row} for row in rows]
             if on_labels is not None:
                 on_labels(run.name, canonical, labels)
             if slices:
@@ -529,6 +545,7 @@ def evaluate_models(
             device=str(torch_device),
             total_seconds=run.seconds,
             figure=run.figure,
+            review=score_summary(run.review_rows, score_model) if score_model else {},
         )
         for run in runs
     ]

@@ -1,7 +1,8 @@
 """Write the results of :func:`.evaluation.evaluate_models` as Markdown, CSV and figures.
 
-``metrics.md`` (one section per model: the papers' table, cross entropy, LiTS metrics, per-case
-rows and the figure; then a comparison table across models), ``metrics.csv`` (long format:
+``metrics.md`` (one section per model: the papers' table, cross entropy, LiTS metrics, the
+review score's AUC and precision, per-case rows and the figure; then a comparison table across
+models), ``metrics.csv`` (long format:
 model, scope, class, metric, value), ``per_case.csv`` (one row per model and case) and
 ``figures/<model>.png``. Every file is written atomically. Undefined values (NaN) read "n/a"
 in Markdown and are left empty in CSV.
@@ -24,6 +25,7 @@ from .constants import CLASS_NAMES
 from .evaluation import ModelEvaluation, safe_file_name
 from .figures import render_figure_grid
 from .metrics import METRIC_NAMES
+from .review_calibration import review_markdown, review_metric_rows
 from .surface_metrics import DETECTION_CRITERION, HD95_DEFINITION
 
 METRIC_TITLES = {
@@ -173,6 +175,7 @@ def _model_section(evaluation: ModelEvaluation, figure: str | None) -> list[str]
         f"({true_positives} of {counts['predicted']} predicted lesions true, "
         f"{counts['false_positive']} false positives).",
         "",
+        *review_markdown(evaluation.review),
         "### Per case",
         "",
     ]
@@ -321,6 +324,7 @@ def metric_rows(evaluation: ModelEvaluation) -> list[tuple[str, str, str, str, f
         (name, "global", "tumor", "lesion_precision", evaluation.lesion_precision),
     ]
     rows += [(name, "global", "tumor", f"{key}_lesions", value) for key, value in counts.items()]
+    rows += [(name, *row) for row in review_metric_rows(evaluation.review)]
     for row in evaluation.per_case:
         case = row.case_id
         rows += [

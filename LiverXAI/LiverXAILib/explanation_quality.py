@@ -14,7 +14,9 @@ Measures, per slice and per volume, for each method and class:
 - **rank agreement**: Spearman's rho between two methods' maps over the region with margin.
 
 :func:`review_list` turns disagreements between prediction and explanation (and, given an
-uncertainty volume, unsure slices) into a list of slices for a clinician to look at.
+uncertainty volume, unsure slices) into a list of slices for a clinician to look at by fixed
+rules. Segment & Explain lists the slices of the calibrated review score instead
+(:mod:`review_score`, built on these measures); the rules apply when no score is installed.
 
 Everything works slice by slice or on the bounding box of a region, so a 512 x 512 x 600
 volume needs no full-size floating-point temporaries.
@@ -60,6 +62,7 @@ from .review_rules import (
     _merged_and_sorted,
     _Rules,
     _uncertain,
+    border_uncertainty,
 )
 
 __all__ = [
@@ -145,6 +148,9 @@ class ExplanationAssessment:
     per_slice: dict[str, dict[str, dict[str, list[float]]]]
     """method -> class name -> insideFraction, pointingGame: one value per slice (NaN where
     undefined)."""
+    border_uncertainty: np.ndarray | None = None
+    """Per slice, the mean uncertainty in the organ's boundary band (NaN where undefined; see
+    :func:`review_list` rule (c)); None without an uncertainty volume. Not in ``to_dict``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: NaN as None, floats rounded to 4 decimals."""
@@ -217,7 +223,8 @@ def _assess(
                 }
             )
     if uncertainty is not None:
-        items += _uncertain(uncertainty, labels, rules)
+        assessment.border_uncertainty = border_uncertainty(uncertainty, labels, rules)
+        items += _uncertain(assessment.border_uncertainty, rules)
     assessment.review = _merged_and_sorted(items)
     return assessment
 

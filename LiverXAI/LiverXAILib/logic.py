@@ -35,7 +35,7 @@ from .result_nodes import (
     previous_runs,
     remove_outputs,
 )
-from .results import SegmentAndExplainResult
+from .results import SegmentAndExplainResult, review_item_slices
 
 EXISTING_RESULTS = ("keep", "replace")
 
@@ -269,7 +269,9 @@ class LiverXAILogic:
             tumorVolumeMl=statistics.tumor_ml,
             tumorCount=statistics.tumor_count,
             tumorVolumesMl=list(statistics.tumor_volumes_ml),
-            reviewSlices=list(dict.fromkeys(item["slice"] for item in result.review)),
+            reviewSlices=list(
+                dict.fromkeys(s for item in result.review for s in review_item_slices(item))
+            ),
             heatmapMassInsideLiver=_inside_fraction(result.quality, primary, "liver"),
             heatmapNormalization=METHODS[primary].normalization if primary else "",
             modelName=Path(str(model)).name,

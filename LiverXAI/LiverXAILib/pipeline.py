@@ -33,6 +33,13 @@ from .postprocessing import (
     label_statistics,
     label_warnings,
 )
+from .review_score import (
+    SliceFeatures,
+    body_outline,
+    load_score_model,
+    score_review_items,
+    slice_features,
+)
 from .uncertainty import UncertaintySpec
 
 
@@ -54,6 +61,7 @@ class PipelineResult:
     integrated_gradients_estimate: float | None = None
     warnings: list[str] = field(default_factory=list)  # for the clinician (label_warnings)
     clean_up: dict[str, Any] = field(default_factory=dict)  # removed_by_clean_up
+    slice_features: SliceFeatures | None = None  # the review score's, on canonical slices
 
     def input_slice(self, canonical_index: int) -> int:
         """Canonical axial index → index along the input axis that runs inferior-superior
@@ -78,8 +86,9 @@ def run_pipeline(
     orientation = canonical_orientation(ijk_to_ras)
     spacing = canonical_spacing(ijk_to_ras, orientation)
     methods = list(methods) if class_ids else []
+    volume = orientation.apply(array)
     outputs, clean_up, timings = _segment_and_explain(
-        engine, orientation.apply(array), spacing, class_ids, methods, uncertainty, report, cancel
+        engine, volume, spacing, class_ids, methods, uncertainty, report, cancel
     )
     mark = time.perf_counter()
     report(0.95, "Measuring the explanations")
@@ -112,7 +121,7 @@ def run_pipeline(
         warnings=label_warnings(labels, statistics),
         clean_up=clean_up,
     )
-    _assess(result, engine.cam_layer_name)
+    _assess(result, engine.cam_layer_name, labels_on_map_grid(volume, outputs.map_size))
     timings["postprocess"] = time.perf_counter() - mark
     result.timings = timings
     return result
@@ -209,7 +218,7 @@ def _ranges(numbers: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def _assess(result: PipelineResult, cam_layer: str | None) -> None:
+def _assess(result: PipelineResult, cam_layer: str | None, ct_on_map_grid: np.ndarray) -> None:
     """Quality figures and the review list on the map grid, slices in input numbering."""
     from .explanation_quality import assess_explanations
 
@@ -222,11 +231,17 @@ def _assess(result: PipelineResult, cam_layer: str | None) -> None:
         method_labels={m: METHODS[m].label for m in result.heatmaps},
     )
     quality = assessment.to_dict()
-    for item in quality.pop("review"):
+    items = _scored_review(result, assessment, map_labels, ct_on_map_grid, quality)
+    for item in [i.to_dict() for i in items] if items is not None else quality["review"]:
         canonical = item.pop("slice")
+        span = sorted(result.input_slice(item[key]) for key in ("firstSlice", "lastSlice"))
+        item["firstSlice"], item["lastSlice"] = span
+        if span[0] != span[1]:  # a merged item's reason names its slices (input numbering)
+            item["reason"] = f"slices {span[0]}–{span[1]}: {item['reason']}"
         result.review.append(
             {"slice": result.input_slice(canonical), "canonicalSlice": canonical, **item}
         )
+    del quality["review"]
     if result.orientation.flips[0]:  # per-slice lists in input order
         for per_class in quality.get("perSlice", {}).values():
             for figures in per_class.values():
@@ -247,3 +262,45 @@ def _assess(result: PipelineResult, cam_layer: str | None) -> None:
         mean = float(result.uncertainty[organ].mean(dtype=np.float64)) if organ.any() else None
         quality["uncertainty"] = {"meanInLiver": mean}
     result.quality = quality
+
+
+def _scored_review(
+    result: PipelineResult,
+    assessment: Any,
+    map_labels: np.ndarray,
+    ct_on_map_grid: np.ndarray,
+    quality: dict[str, Any],
+) -> list[Any] | None:
+    """The review list of the calibrated review score (:mod:`review_score`); None when no
+    score is installed (then the rules of :func:`.explanation_quality.review_list` apply)."""
+    method = next((m for m, maps in result.heatmaps.items() if LIVER in maps), None)
+    model = load_score_model()
+    if method is None:  # the score reads the liver's explanation: no explanation, no list
+        return [] if model is not None else None
+    per_slice = assessment.per_slice[method]["liver"]
+    result.slice_features = slice_features(
+        result.heatmaps[method][LIVER],
+        map_labels,
+        result.spacing[0],
+        per_slice.get("insideFraction"),
+        per_slice.get("pointingGame"),
+        assessment.border_uncertainty,
+        result.uncertainty,
+        body_outline(ct_on_map_grid),
+    )
+    if model is None:
+        return None
+    items = score_review_items(result.slice_features, model, method, METHODS[method].label)
+    scored = int(result.slice_features.slices.size)
+    flagged = (
+        int(np.count_nonzero(model.probability(result.slice_features.values) >= model.threshold))
+        if scored
+        else 0
+    )
+    quality["reviewScore"] = {
+        "threshold": model.threshold,
+        "scoredSlices": scored,
+        "flaggedSlices": flagged,
+        "calibration": model.calibration.get("summary", ""),
+    }
+    return items

@@ -270,7 +270,7 @@ def _review(review_items: Any, labels: Mapping[str, str]) -> str:
         method = item.get("method")
         rows.append(
             "<tr>"
-            + td(fmt(item.get("slice"), 0), True)
+            + td(_slices(item), True)
             + td(class_name(item.get("class")))
             + td(esc(labels.get(method, method) if isinstance(method, str) else method))
             + td(esc(item.get("reason")))
@@ -295,6 +295,14 @@ def _review(review_items: Any, labels: Mapping[str, str]) -> str:
         + extra
         + "</section>"
     )
+
+
+def _slices(item: Mapping[str, Any]) -> str:
+    """The item's slice, or its range of neighbouring slices ("19–27")."""
+    first, last = number(item.get("firstSlice")), number(item.get("lastSlice"))
+    if first is not None and last is not None and first != last:
+        return f"{first:.0f}–{last:.0f}"
+    return fmt(item.get("slice"), 0)
 
 
 def _severity(value: Any) -> str:

@@ -60,7 +60,7 @@ class SegmentAndExplainResult:
             )
         if self.reviewItems:
             lines.append(f"Slices to review ({len(self.reviewItems)}):")
-            lines += [f"  slice {i['slice']}: {i['reason']}" for i in self.reviewItems[:5]]
+            lines += [f"  {review_item_text(i)}" for i in self.reviewItems[:5]]
         else:
             lines.append("Slices to review: none")
         lines.append(
@@ -70,3 +70,17 @@ class SegmentAndExplainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def review_item_text(item: dict[str, Any]) -> str:
+    """One review item as a line: "slice 23: reason", or the reason alone when it names its
+    slice range itself (merged items: "slices 19–27: ...")."""
+    if item.get("firstSlice", item["slice"]) != item.get("lastSlice", item["slice"]):
+        return item["reason"]
+    return f"slice {item['slice']}: {item['reason']}"
+
+
+def review_item_slices(item: dict[str, Any]) -> list[int]:
+    """The input slices an item covers (its range for a merged item)."""
+    first, last = item.get("firstSlice", item["slice"]), item.get("lastSlice", item["slice"])
+    return list(range(min(first, last), max(first, last) + 1))

@@ -46,12 +46,17 @@ class ReviewItem:
     method: str  # a heatmap method, or UNCERTAINTY_METHOD for kind "uncertain"
     severity: float  # 0..1, higher = more worrying
     reason: str  # one line for a clinician
-    kind: str  # LOW_ATTENTION_INSIDE | ATTENTION_ON_BACKGROUND | UNCERTAIN
+    kind: str  # LOW_ATTENTION_INSIDE | ATTENTION_ON_BACKGROUND | UNCERTAIN | "liver-end"
+    first_slice: int | None = None  # the range of neighbouring slices this item stands for
+    last_slice: int | None = None  # (None: ``slice`` alone)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (camelCase keys, severity rounded to 4 decimals)."""
+        """JSON-ready form (camelCase keys, severity rounded to 4 decimals); ``firstSlice``
+        and ``lastSlice`` give the item's range of slices."""
         return {
             "slice": self.slice,
+            "firstSlice": self.slice if self.first_slice is None else self.first_slice,
+            "lastSlice": self.slice if self.last_slice is None else self.last_slice,
             "classId": self.class_id,
             "class": CLASS_NAMES[self.class_id],
             "method": self.method,
@@ -187,32 +192,42 @@ def _boundary_plane(labels_plane: np.ndarray) -> np.ndarray:
     return boundary
 
 
-def _uncertain(uncertainty: np.ndarray, labels: np.ndarray, rules: _Rules) -> list[ReviewItem]:
-    """Rule (c): organ slices whose boundary band has a high mean uncertainty."""
+def border_uncertainty(uncertainty: np.ndarray, labels: np.ndarray, rules: _Rules) -> np.ndarray:
+    """Per slice, the mean uncertainty over the boundary band of the predicted organ (liver +
+    tumour): the pixels within ``rules.margin_mm`` of any change of label. NaN on slices with
+    fewer than ``rules.min_region_voxels`` of organ or no border."""
+    means = np.full(labels.shape[0], np.nan)
     organ = labels >= LIVER
     box = bounding_box(organ)
     if box is None:
-        return []
+        return means
     counts = _slice_counts(organ, box)
     del organ
     half_widths = _margin_half_widths(rules.spacing, max(rules.margin_mm, 0.0))
     # The band reaches one pixel beyond the organ plus the margin.
     _, rows, columns = _expanded(box, labels.shape, len(half_widths) + 1, half_widths[0] + 2)
-    items = []
     for index in np.flatnonzero(counts >= rules.min_region_voxels):
         band = _dilate_plane(_boundary_plane(labels[index, rows, columns]), half_widths)
         size = int(np.count_nonzero(band))
-        if size == 0:  # the organ fills the whole slice: no border to judge
-            continue
-        mean = float(uncertainty[index, rows, columns].sum(where=band, dtype=np.float64)) / size
-        if mean >= rules.uncertainty_threshold:
-            reason = (
-                f"the network is unsure here: mean uncertainty {mean:.2f} within "
-                f"{rules.margin_mm:g} mm of the predicted liver and tumour borders"
-            )
-            items.append(
-                ReviewItem(int(index), LIVER, UNCERTAINTY_METHOD, min(mean, 1.0), reason, UNCERTAIN)
-            )
+        if size:  # else the organ fills the whole slice: no border to judge
+            total = uncertainty[index, rows, columns].sum(where=band, dtype=np.float64)
+            means[index] = float(total) / size
+    return means
+
+
+def _uncertain(band_means: np.ndarray, rules: _Rules) -> list[ReviewItem]:
+    """Rule (c): organ slices whose boundary band has a high mean uncertainty
+    (``band_means`` from :func:`border_uncertainty`)."""
+    items = []
+    for index in np.flatnonzero(np.nan_to_num(band_means) >= rules.uncertainty_threshold):
+        mean = float(band_means[index])
+        reason = (
+            f"the network is unsure here: mean uncertainty {mean:.2f} within "
+            f"{rules.margin_mm:g} mm of the predicted liver and tumour borders"
+        )
+        items.append(
+            ReviewItem(int(index), LIVER, UNCERTAINTY_METHOD, min(mean, 1.0), reason, UNCERTAIN)
+        )
     return items
 
 
