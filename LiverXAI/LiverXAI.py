@@ -90,7 +90,7 @@ class LiverXAIParameterNode:
     model catalog and the chosen model's layers."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    model: str = "unet-demo"
+    model: str = "unet25d-six"
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     explainLiver: bool = True
     explainTumor: bool = True

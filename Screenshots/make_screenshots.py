@@ -3,7 +3,7 @@
     .venv/bin/python Screenshots/make_screenshots.py [--out Screenshots]
 
 Runs Segment & Explain through ``LiverXAILogic`` on a headless MRML scene with the module's
-defaults (model unet-demo, Grad-CAM for liver and tumour, TTA uncertainty), then writes
+defaults (the default model, Grad-CAM for liver and tumour, TTA uncertainty), then writes
 
 - ``SegmentAndExplain_overview.png``: the overview montage the ``segment`` command writes
   (``*_overview.png``: CT with the predicted outlines, Grad-CAM liver, Grad-CAM tumour);
@@ -56,7 +56,7 @@ def compose(overview: Image.Image, view3d: Image.Image, facts: list[str]) -> Ima
     draw.text(
         (margin, 50),
         "Liver and liver-tumour segmentation of abdominal CT, explained with Grad-CAM "
-        "heatmaps. Bundled sample CT, demo model.",
+        "heatmaps. Bundled sample CT, default model.",
         font=_font(17),
         fill=MUTED,
     )

@@ -17,6 +17,7 @@ from conftest import SAMPLE_SMALL_CT, require
 from LiverXAILib.batch import clean_leftovers, process_files
 from LiverXAILib.batch_cases import find_cases
 from LiverXAILib.catalog import resolve_model, sha256_file
+from LiverXAILib.constants import DEFAULT_MODEL
 from LiverXAILib.headless import create_headless_application
 from LiverXAILib.logic import LiverXAILogic
 from test_batch import read_summary, run_cli, visible_and_hidden
@@ -86,8 +87,8 @@ def test_a_case_done_with_other_settings_is_not_skipped_silently(done, tmp_path)
     folder, logic = done["folder"], done["logic"]
     out = copied_output(done, tmp_path)
     settings = report_of(out, "a")["batch"]["settings"]
-    assert settings["modelSha256"] == sha256_file(resolve_model("unet-demo"))
-    assert settings["model"] == "unet-demo" and settings["explainClasses"] == []
+    assert settings["modelSha256"] == sha256_file(resolve_model(DEFAULT_MODEL))
+    assert settings["model"] == DEFAULT_MODEL and settings["explainClasses"] == []
     assert settings["uncertainty"] == "none" and settings["exports"] == []
     assert "device" not in settings and "batchSize" not in settings
     cases = [folder / "a.nii.gz", folder / "b.nrrd"]
@@ -110,7 +111,8 @@ def test_a_case_done_with_other_settings_is_not_skipped_silently(done, tmp_path)
 
     result = process_files(logic, cases[:1], out, model="vunet-dev", **OPTIONS)
     reason = result.rows[0]["reason"]
-    assert "model unet-demo (958b63aea82f…) vs vunet-dev (2d90f82ed6fe…)" in reason
+    default_sha = sha256_file(resolve_model(DEFAULT_MODEL))[:12]
+    assert f"model {DEFAULT_MODEL} ({default_sha}…) vs vunet-dev (2d90f82ed6fe…)" in reason
     result = process_files(logic, cases[:1], out, export_formats=("nrrd",), **OPTIONS)
     assert "exports nrrd not written" in result.rows[0]["reason"]
     assert (out / "a" / "a_report.json").stat().st_mtime_ns == written  # nothing redone

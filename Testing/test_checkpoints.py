@@ -154,7 +154,30 @@ def test_every_bundled_model_segments_and_explains_a_slice():
         engine = SliceInferenceEngine(
             model, metadata.input_spec(), torch.device("cpu"), batch_size=3
         )
-        outputs = engine.run(volume, explain_classes=(1, 2), uncertainty=UncertaintySpec())
+        outputs = engine.run(
+            volume,
+            explain_classes=(1, 2),
+            uncertainty=UncertaintySpec(),
+            slice_spacing_mm=2.5,  # models with a slice step need the volume's spacing
+        )
         assert outputs.uncertainty is not None and np.isfinite(outputs.uncertainty).all()
         assert outputs.labels.shape == volume.shape
         assert all(np.isfinite(m).all() for m in outputs.heatmaps.values())
+
+
+def test_a_measured_cam_layer_travels_with_the_weights(tmp_path):
+    from LiverXAILib.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+    from LiverXAILib.explain import default_cam_layer
+
+    model, metadata = load_checkpoint(resolve_model("unet-demo"))
+    assert metadata.cam_layer is None and default_cam_layer(model) == "decoder.2"
+    metadata.cam_layer = "decoder.3"
+    save_checkpoint(tmp_path / "measured.pt", model, metadata)
+    loaded, _ = load_checkpoint(tmp_path / "measured.pt")
+    assert default_cam_layer(loaded) == "decoder.3"
+    metadata.cam_layer = "decoder.9"
+    save_checkpoint(tmp_path / "wrong.pt", model, metadata)
+    with pytest.raises(CheckpointError, match="'cam_layer' is 'decoder.9': the network has no"):
+        load_checkpoint(tmp_path / "wrong.pt")
+    metadata.cam_layer = ""
+    assert any("'cam_layer'" in problem for problem in metadata.problems())

@@ -12,7 +12,7 @@ import pytest
 import slicer
 import slicer.util
 from conftest import SAMPLE_SMALL_CT, load_volume_node
-from LiverXAILib.constants import CLASS_COLORS
+from LiverXAILib.constants import CLASS_COLORS, DEFAULT_MODEL
 from LiverXAILib.display3d import CT_PRESET_FILE, LABEL_OPACITY, volume_rendering_display
 from LiverXAILib.logic import LiverXAILogic
 from LiverXAILib.render3d import offscreen_rendering_available, render_3d_view
@@ -151,13 +151,14 @@ def test_without_a_study_the_folder_sits_beside_the_input(sample):
 def test_descriptions_name_the_model_and_the_date(sample):
     app, node, logic = sample
     result = logic.segmentAndExplain(node, **FAST)
-    assert re.fullmatch(r"unet-demo, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.run)
+    model = re.escape(DEFAULT_MODEL)
+    assert re.fullmatch(model + r", \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.run)
     for node_id in [result.labelmapNodeID, result.segmentationNodeID, result.uncertaintyNodeID]:
         if node_id:
             description = app.scene.GetNodeByID(node_id).GetDescription()
-            assert f"by model unet-demo, {result.created}" in description
+            assert f"by model {DEFAULT_MODEL}, {result.created}" in description
     for node_id in result.heatmapNodeIDs.values():
-        assert "unet-demo" in app.scene.GetNodeByID(node_id).GetDescription()
+        assert DEFAULT_MODEL in app.scene.GetNodeByID(node_id).GetDescription()
 
 
 def test_a_rerun_keeps_both_with_unique_names_or_replaces_the_first(sample):

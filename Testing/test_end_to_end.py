@@ -114,7 +114,7 @@ def test_segment_writes_every_output_with_the_input_geometry(ircadb_outputs):
 
 
 def test_demo_model_on_ircadb_dice_and_heatmap_mass_inside_the_liver(ircadb_outputs):
-    """The demo model was trained on this case: this checks the pipeline, not generalisation."""
+    """The default model was trained on this case: this checks the pipeline, not generalisation."""
     _, out, _ = ircadb_outputs
     truth, _ = read_volume(IRCADB_LABEL)
     labels, _ = read_volume(out / "ircadb17_label.nii.gz")

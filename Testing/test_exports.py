@@ -127,7 +127,11 @@ def case(tmp_path_factory):
     app = create_headless_application()
     array, matrix = read_volume(folder)
     node = add_volume_from_array(app.scene, array, matrix, "CT from DICOM")
-    result = LiverXAILogic(app.scene, app.appLogic).segmentAndExplain(node, uncertainty="none")
+    result = LiverXAILogic(app.scene, app.appLogic).segmentAndExplain(
+        node,
+        model="unet-demo",
+        uncertainty="none",  # a model that finds no tumour here
+    )
     corrected = with_tumour(app, result, node)
     return SimpleNamespace(
         app=app, node=node, result=result, corrected=corrected, series=folder, uids=uids

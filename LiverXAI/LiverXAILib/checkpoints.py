@@ -64,6 +64,8 @@ class CheckpointMetadata:
     class_names: tuple[str, ...] = CLASS_NAMES
     tumor_bias: float = 0.0  # log-odds added to tumour before the arg-max (crossval-tune)
     min_tumor_ml: float = 0.0  # tumour components smaller than this become liver
+    cam_layer: str | None = None  # the CAM layer measured best for these weights; None: the
+    # architecture's (explain.default_cam_layer)
     training_data: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -120,6 +122,8 @@ class CheckpointMetadata:
             bad("tumor_bias", f"a number of log-odds in [-{MAX_TUMOR_BIAS}, {MAX_TUMOR_BIAS}]")
         if not (_is_number(self.min_tumor_ml) and self.min_tumor_ml >= 0):
             bad("min_tumor_ml", "a finite volume in mL >= 0")
+        if self.cam_layer is not None and not (isinstance(self.cam_layer, str) and self.cam_layer):
+            bad("cam_layer", "null (the architecture's default) or a layer name")
         if not isinstance(self.class_names, tuple) or self.class_names != CLASS_NAMES:
             bad("class_names", f"{list(CLASS_NAMES)} (the classes LiverXAI segments)")
         if not isinstance(self.training_data, list):
@@ -173,6 +177,12 @@ def _network_problems(model: nn.Module, metadata: CheckpointMetadata) -> list[st
     classes = getattr(model, "num_classes", len(CLASS_NAMES))
     if classes != len(CLASS_NAMES):
         problems.append(f"the network predicts {classes} classes, not {len(CLASS_NAMES)}")
+    if isinstance(metadata.cam_layer, str) and metadata.cam_layer not in dict(
+        model.named_modules()
+    ):
+        problems.append(
+            f"field 'cam_layer' is {metadata.cam_layer!r}: the network has no such layer"
+        )
     divisor = getattr(model, "size_divisor", 1)
     if _is_int(divisor) and any(n % divisor for n in metadata.input_size):
         problems.append(
@@ -259,4 +269,6 @@ def load_checkpoint(
             f"{name}: its weights do not fit the {metadata.architecture!r} network "
             f"(another architecture or configuration?): {str(error).splitlines()[0]}"
         ) from error
+    if metadata.cam_layer:  # measured for these weights: explain.default_cam_layer reads it
+        model.measured_cam_layer = metadata.cam_layer
     return model.eval(), metadata

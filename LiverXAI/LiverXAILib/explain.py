@@ -123,8 +123,13 @@ outside the body, sanity checks and deletion/insertion on real CT (``docs/explan
 
 
 def default_cam_layer(model: nn.Module) -> str | None:
-    """The CAM layer used when none is named: the measured choice for the model's
-    architecture (``MEASURED_CAM_LAYERS``), else the model's own ``gradcam_layer``."""
+    """The CAM layer used when none is named: the layer measured for these weights (the
+    checkpoint's ``cam_layer``, kept on the model as ``measured_cam_layer``), else the measured
+    choice for the model's architecture (``MEASURED_CAM_LAYERS``), else the model's own
+    ``gradcam_layer``."""
+    measured = getattr(model, "measured_cam_layer", None)
+    if isinstance(measured, str) and measured:
+        return measured
     choose = MEASURED_CAM_LAYERS.get(type(model).__name__)
     if choose is not None:
         return choose(model)

@@ -224,6 +224,9 @@ def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 
 # --- the review list -----------------------------------------------------------------------
+MERGE_GAP = 3  # flagged slices this close with the same reason are one place to look at
+
+
 def score_review_items(
     features: SliceFeatures,
     model: ScoreModel,
@@ -231,8 +234,9 @@ def score_review_items(
     method_label: str = "Grad-CAM",
 ) -> list[ReviewItem]:
     """Flagged slices (probability >= the threshold) as items, neighbouring slices with the
-    same reason merged into one (its ``slice`` the highest-scoring, ``first_slice`` and
-    ``last_slice`` the range); highest score first. Reasons name no slice numbers."""
+    same reason (at most ``MERGE_GAP`` slices apart) merged into one (its ``slice`` the
+    highest-scoring, ``first_slice`` and ``last_slice`` the range); highest score first.
+    Reasons name no slice numbers."""
     if not features.slices.size:
         return []
     probability = model.probability(features.values)
@@ -244,7 +248,7 @@ def score_review_items(
         previous = groups[-1][-1] if groups else None
         if (
             previous is not None
-            and features.slices[row] == features.slices[previous] + 1
+            and features.slices[row] - features.slices[previous] <= MERGE_GAP
             and _KIND[top[row]] == _KIND[top[previous]]
         ):
             groups[-1].append(int(row))
