@@ -280,7 +280,9 @@ class LiverXAILogic:
                 "input_size": list(metadata.input_size),
                 "hu_window": list(metadata.hu_window),
                 "num_slices": metadata.num_slices,
-                "training_data": [Path(p).name for p in metadata.training_data],
+                "training_data": [  # case folder and file: no local paths leak
+                    "/".join(Path(p).parts[-2:]) for p in metadata.training_data
+                ],
                 "notes": metadata.notes,
                 "created": metadata.created,
             },
