@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from scipy import ndimage
 
 from .atomic import atomic_path
 from .constants import CLASS_NAMES, LIVER, TUMOR
+from .data import Case
+from .errors import InputError
 from .evaluation_report import write_csv
 from .lesions import measure_lesions
 from .masks import CONNECTIVITY_26, bounding_box
@@ -57,6 +59,26 @@ def fold_name(patient: str) -> str:
 
 
 # --- per-case measures ------------------------------------------------------------------------
+
+
+def finished_folds(
+    run_dir: Path, event: str, log: Callable[[dict], None]
+) -> Iterator[tuple[str, Path, dict, list[Case]]]:
+    """Each finished fold of a crossval run: (patient, its scored checkpoint, the run's recipe,
+    its held-out cases); folds not done are logged as skipped under ``event``."""
+    run = read_json(run_dir / "crossval.json")
+    if run is None:
+        raise InputError(f"{run_dir} holds no cross-validation run (crossval.json is missing).")
+    cases = {c["case_id"]: Case(**c) for c in run["cases"]}
+    for patient, case_ids in run["folds"].items():
+        folder = run_dir / fold_name(patient)
+        result = read_json(folder / "result.json")
+        if result is None or result.get("status") != "done":
+            log({"event": event, "fold": patient, "status": "skipped: not done"})
+            continue
+        recipe = run.get("recipe", {})
+        checkpoint = folder / f"{recipe.get('select', 'last')}.pt"
+        yield patient, checkpoint, recipe, [cases[c] for c in case_ids]
 
 
 def _lesions(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray, int]:

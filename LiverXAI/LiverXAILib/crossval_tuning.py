@@ -40,7 +40,7 @@ from . import crossval_report as report
 from .atomic import atomic_path
 from .checkpoints import load_checkpoint, save_checkpoint
 from .constants import TUMOR
-from .data import CanonicalCase, Case, load_canonical_case
+from .data import CanonicalCase, load_canonical_case
 from .errors import InputError
 from .inference import biased_probabilities, choose_device
 from .label_upsampling import labels_from_probabilities
@@ -187,21 +187,11 @@ def tune(run_dir: str | Path, device: str = "auto", log: Log | None = None) -> d
     """Score the grid on every finished fold of ``run_dir`` and write the answers (docstring)."""
     log = log or (lambda _record: None)
     run_dir = Path(run_dir)
-    run = report.read_json(run_dir / "crossval.json")
-    if run is None:
-        raise InputError(f"{run_dir} holds no cross-validation run (crossval.json is missing).")
-    recipe = run["recipe"]
-    cases = {c["case_id"]: Case(**c) for c in run["cases"]}
     rows: list[dict[str, Any]] = []
-    for patient, case_ids in run["folds"].items():
-        folder = run_dir / report.fold_name(patient)
-        result = report.read_json(folder / "result.json")
-        if result is None or result.get("status") != "done":
-            log({"event": "tune", "fold": patient, "status": "skipped: not done"})
-            continue
-        checkpoint = folder / f"{recipe['select']}.pt"
-        for case_id in case_ids:
-            canonical = load_canonical_case(cases[case_id])
+    for patient, checkpoint, recipe, cases in report.finished_folds(run_dir, "tune", log):
+        for case in cases:
+            case_id = case.case_id
+            canonical = load_canonical_case(case)
             probabilities = heldout_probabilities(checkpoint, canonical, device)
             for row in grid_rows(probabilities, canonical, bool(recipe["postprocess"])):
                 rows.append({"patient": patient, "case": case_id, **row})

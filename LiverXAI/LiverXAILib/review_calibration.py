@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .constants import LIVER, TUMOR
-from .data import CanonicalCase, Case, load_canonical_case
+from .data import CanonicalCase, load_canonical_case
 from .errors import InputError
 from .review_score import FEATURES, ScoreModel, fit_logistic, roc_auc
 
@@ -109,18 +109,10 @@ def run_rows(run_dir: Path, device: str, log: Log) -> list[dict[str, Any]]:
     from .checkpoints import load_checkpoint
     from .inference import SliceInferenceEngine, choose_device
 
-    run = report.read_json(run_dir / "crossval.json")
-    if run is None:
-        raise InputError(f"{run_dir} holds no cross-validation run (crossval.json is missing).")
-    cases = {c["case_id"]: Case(**c) for c in run["cases"]}
     rows: list[dict[str, Any]] = []
-    for patient, case_ids in run["folds"].items():
-        folder = run_dir / report.fold_name(patient)
-        result = report.read_json(folder / "result.json")
-        if result is None or result.get("status") != "done":
-            log({"event": "review-calibrate", "fold": patient, "status": "skipped: not done"})
-            continue
-        model, metadata = load_checkpoint(folder / "last.pt")
+    folds = report.finished_folds(run_dir, "review-calibrate", log)
+    for patient, checkpoint, _recipe, cases in folds:
+        model, metadata = load_checkpoint(checkpoint)
         engine = SliceInferenceEngine(
             model,
             metadata.input_spec(),
@@ -128,10 +120,10 @@ def run_rows(run_dir: Path, device: str, log: Log) -> list[dict[str, Any]]:
             tumor_bias=metadata.tumor_bias,
             min_tumor_ml=metadata.min_tumor_ml,
         )
-        for case_id in case_ids:
-            case_rows_, _ = case_rows(engine, load_canonical_case(cases[case_id]))
-            rows += [{"patient": patient, "case": case_id, **row} for row in case_rows_]
-            log({"event": "review-calibrate", "fold": patient, "case": case_id})
+        for case in cases:
+            case_rows_, _ = case_rows(engine, load_canonical_case(case))
+            rows += [{"patient": patient, "case": case.case_id, **row} for row in case_rows_]
+            log({"event": "review-calibrate", "fold": patient, "case": case.case_id})
     if not rows:
         raise InputError(f"{run_dir}: no finished fold to calibrate on.")
     return rows
