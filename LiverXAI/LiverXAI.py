@@ -27,13 +27,13 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 if MODULE_DIR not in sys.path:
     sys.path.insert(0, MODULE_DIR)
 
-from LiverXAILib import slicer_version  # noqa: E402  (imports on any Python: checked first)
+from LiverXAILib.slicer import slicer_version  # noqa: E402  (imports on any Python: checked first)
 
 if slicer_version.supported():  # the rest of LiverXAILib needs Slicer 5.10 (Python 3.10+)
-    from LiverXAILib import dependency_flow
     from LiverXAILib.errors import Cancelled, NotHounsfieldError
-    from LiverXAILib.logic import LiverXAILogic  # noqa: F401
-    from LiverXAILib.remembered_settings import load_settings, save_settings
+    from LiverXAILib.slicer import dependency_flow
+    from LiverXAILib.slicer.logic import LiverXAILogic  # noqa: F401
+    from LiverXAILib.slicer.remembered_settings import load_settings, save_settings
 
 SAMPLE_CT = os.path.join(MODULE_DIR, "Resources", "Data", "TotalSegmentatorExampleCT.nii.gz")
 SAMPLE_CT_SHA256 = "dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1"

@@ -2,9 +2,9 @@
 
 Thin Slicer module file: the Module description, a Widget that binds the .ui to a parameter
 node and polls the logic on a timer, and a self-test. The trainer runs as a child process
-(``python -m LiverXAILib train``); ``LiverXAILib.training_logic`` starts it (through
-``training_process``), reads its events and stops it, and ``LiverXAILib.training_plots`` draws
-the curves. They run without Qt.
+(``python -m LiverXAILib train``); ``LiverXAILib.slicer.training_logic`` starts it (through
+``training_process``), reads its events and stops it, and
+``LiverXAILib.slicer.training_plots`` draws the curves. They run without Qt.
 """
 
 import os
@@ -34,12 +34,12 @@ for _folder in (MODULE_DIR, os.path.join(os.path.dirname(MODULE_DIR), "LiverXAI"
             sys.path.insert(0, _folder)
         break
 
-from LiverXAILib import slicer_version  # noqa: E402  (imports on any Python: checked first)
+from LiverXAILib.slicer import slicer_version  # noqa: E402  (imports on any Python: checked first)
 
 if slicer_version.supported():  # the rest of LiverXAILib needs Slicer 5.10 (Python 3.10+)
-    from LiverXAILib import dependency_flow
-    from LiverXAILib.training_logic import LiverXAITrainingLogic, slicer_python
-    from LiverXAILib.training_options import (
+    from LiverXAILib.slicer import dependency_flow
+    from LiverXAILib.slicer.training_logic import LiverXAITrainingLogic, slicer_python
+    from LiverXAILib.training.options import (
         AUGMENTATIONS,
         TrainingOptions,
         available_architectures,
@@ -407,7 +407,7 @@ class LiverXAITrainingTest(ScriptedLoadableModuleTest):
         self.test_TrainStopResumeEvaluate()
 
     def _makeData(self, folder: Path) -> None:
-        from LiverXAILib.logic import LiverXAILogic
+        from LiverXAILib.slicer.logic import LiverXAILogic
 
         sample = Path(MODULE_DIR).parent / "LiverXAI" / "Resources" / "Data"
         if not sample.is_dir():  # installed: both modules share one folder

@@ -100,12 +100,12 @@ def save_small(image: Image.Image, path: Path, max_bytes: int = MAX_BYTES) -> Pa
 def make_screenshots(out: Path) -> dict[str, Path]:
     """Run the sample through the product's path and write the three PNGs into ``out``."""
     sys.path.insert(0, str(ROOT / "LiverXAI"))
-    from LiverXAILib.headless import create_headless_application
-    from LiverXAILib.logic import LiverXAILogic
-    from LiverXAILib.outputs import write_outputs
-    from LiverXAILib.render3d import render_3d_view
-    from LiverXAILib.scene import add_volume_from_array
-    from LiverXAILib.volume_io import read_volume, volume_stem
+    from LiverXAILib.io.result_files import write_outputs
+    from LiverXAILib.io.volumes import read_volume, volume_stem
+    from LiverXAILib.slicer.headless import create_headless_application
+    from LiverXAILib.slicer.logic import LiverXAILogic
+    from LiverXAILib.slicer.render3d import render_3d_view
+    from LiverXAILib.slicer.scene import add_volume_from_array
 
     app = create_headless_application()
     array, ijk_to_ras = read_volume(SAMPLE)

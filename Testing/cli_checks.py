@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from conftest import SAMPLE_SMALL_CT, require
-from LiverXAILib import cli
+from LiverXAILib.cli import main as cli
 
 FAST = ("--uncertainty", "none", "--explain", "liver")
 OUTPUT_SUFFIXES = ("_label.nii.gz", ".seg.nrrd", "_overview.png", "_report.html", "_report.json")

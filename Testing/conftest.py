@@ -42,15 +42,15 @@ def models_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def headless():
     """A fresh MRML scene with the module logics LiverXAI looks up by name."""
-    from LiverXAILib.headless import create_headless_application
+    from LiverXAILib.slicer.headless import create_headless_application
 
     return create_headless_application()
 
 
 def load_volume_node(app, path: Path, name: str | None = None):
     """Read a CT file into a new scalar volume node of ``app``'s scene."""
-    from LiverXAILib.scene import add_volume_from_array
-    from LiverXAILib.volume_io import read_volume, volume_stem
+    from LiverXAILib.io.volumes import read_volume, volume_stem
+    from LiverXAILib.slicer.scene import add_volume_from_array
 
     array, ijk_to_ras = read_volume(require(path))
     return add_volume_from_array(app.scene, array, ijk_to_ras, name or volume_stem(path))

@@ -266,7 +266,7 @@ def test_a_2048_matrix_runs(tmp_path, capsys):
 
 # Faults during the run: exit 1, one line, nothing half-made --------------------------------
 def test_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch):
-    from LiverXAILib import overview
+    from LiverXAILib.report import overview
 
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
@@ -285,7 +285,7 @@ def test_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch):
 
 def test_signal_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch):
     """SIGTERM arrives while the files are being written: the set is abandoned, whole."""
-    from LiverXAILib import outputs
+    from LiverXAILib.io import result_files as outputs
 
     real = outputs.write_volume
     calls = []

@@ -18,14 +18,14 @@ import threading
 import pytest
 import SimpleITK as sitk
 from conftest import ROOT, SAMPLE_SMALL_CT, require
-from LiverXAILib.batch import hierarchy_items, process_files
-from LiverXAILib.batch_cases import case_names, find_cases
-from LiverXAILib.batch_summary import SUMMARY_COLUMNS
-from LiverXAILib.cli import is_batch_input
+from LiverXAILib.batch.cases import case_names, find_cases
+from LiverXAILib.batch.runner import hierarchy_items, process_files
+from LiverXAILib.batch.summary import SUMMARY_COLUMNS
+from LiverXAILib.cli.main import is_batch_input
 from LiverXAILib.errors import InputError
-from LiverXAILib.headless import create_headless_application
-from LiverXAILib.logic import LiverXAILogic
-from LiverXAILib.scene import node_ids
+from LiverXAILib.slicer.headless import create_headless_application
+from LiverXAILib.slicer.logic import LiverXAILogic
+from LiverXAILib.slicer.scene import node_ids
 from test_exports import tilted_series
 from test_volume_io import write_dicom_series
 
@@ -74,7 +74,7 @@ class LoadCounter:
     """Counts real checkpoint loads (the real loader still runs)."""
 
     def __init__(self, monkeypatch):
-        from LiverXAILib import checkpoints
+        from LiverXAILib.models import checkpoints
 
         self.calls = 0
         real = checkpoints.load_checkpoint

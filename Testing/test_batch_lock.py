@@ -13,15 +13,15 @@ import threading
 
 import pytest
 from conftest import ROOT
-from LiverXAILib import batch_lock
-from LiverXAILib.batch_lock import LOCK_FILE, OutputFolderLocked, output_folder_lock, pid_alive
+from LiverXAILib.batch.lock import LOCK_FILE, OutputFolderLocked, output_folder_lock, pid_alive
+from LiverXAILib.batch import lock as batch_lock
 from LiverXAILib.errors import InputError
 
 HOLDER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[1])
-    from LiverXAILib import batch_lock
+    from LiverXAILib.batch import lock as batch_lock
     if sys.argv[3] == "fallback":
         batch_lock.fcntl = None
     with batch_lock.output_folder_lock(sys.argv[2]):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from LiverXAILib.batch_norm_folding import fold_batch_norm
-from LiverXAILib.catalog import resolve_model
-from LiverXAILib.checkpoints import load_checkpoint
-from LiverXAILib.explain import attribute
-from LiverXAILib.networks import build_model
+from LiverXAILib.explain.methods import attribute
+from LiverXAILib.models.batch_norm_folding import fold_batch_norm
+from LiverXAILib.models.catalog import resolve_model
+from LiverXAILib.models.checkpoints import load_checkpoint
+from LiverXAILib.models.networks import build_model
 from test_networks import ROUND_TRIP_KWARGS
 from torch import nn
 
@@ -63,8 +63,8 @@ def test_a_kept_convolution_is_not_folded():
 
 
 def test_the_folded_copy_is_frozen_and_the_original_is_not():
-    from LiverXAILib.batch_norm_folding import fold_batch_norm
-    from LiverXAILib.networks import build_model
+    from LiverXAILib.models.batch_norm_folding import fold_batch_norm
+    from LiverXAILib.models.networks import build_model
 
     model = build_model("unet", in_channels=1, num_classes=3)
     folded = fold_batch_norm(model)

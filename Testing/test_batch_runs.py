@@ -14,12 +14,12 @@ import shutil
 import pytest
 import SimpleITK as sitk
 from conftest import SAMPLE_SMALL_CT, require
-from LiverXAILib.batch import clean_leftovers, process_files
-from LiverXAILib.batch_cases import find_cases
-from LiverXAILib.catalog import resolve_model, sha256_file
+from LiverXAILib.batch.cases import find_cases
+from LiverXAILib.batch.runner import clean_leftovers, process_files
 from LiverXAILib.constants import DEFAULT_MODEL
-from LiverXAILib.headless import create_headless_application
-from LiverXAILib.logic import LiverXAILogic
+from LiverXAILib.models.catalog import resolve_model, sha256_file
+from LiverXAILib.slicer.headless import create_headless_application
+from LiverXAILib.slicer.logic import LiverXAILogic
 from test_batch import read_summary, run_cli, visible_and_hidden
 from test_volume_io import write_dicom_series
 
@@ -134,14 +134,14 @@ def test_every_segment_option_is_classified_for_the_settings(done):
     """A new segmentAndExplain option must be recorded (it changes the outputs) or not."""
     import inspect
 
-    from LiverXAILib.batch_settings import OTHER_OPTIONS, OUTPUT_OPTIONS
+    from LiverXAILib.batch.settings import OTHER_OPTIONS, OUTPUT_OPTIONS
 
     parameters = set(inspect.signature(done["logic"].segmentAndExplain).parameters)
     assert parameters == set(OUTPUT_OPTIONS) | set(OTHER_OPTIONS)
 
 
 def test_a_second_run_into_the_same_folder_is_refused_at_once(done, tmp_path):
-    from LiverXAILib.batch_lock import OutputFolderLocked
+    from LiverXAILib.batch.lock import OutputFolderLocked
 
     folder, logic = done["folder"], done["logic"]
     out = tmp_path / "out"
@@ -182,7 +182,7 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(done, tmp_path):
 
 
 def test_find_cases_ignores_outputs_written_beside_the_cases(tmp_path):
-    from LiverXAILib.cli import main
+    from LiverXAILib.cli.main import main
 
     folder = tmp_path / "cases"
     folder.mkdir()

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import torch
 from conftest import ROOT, SAMPLE_SMALL_CT
-from LiverXAILib.catalog import resolve_model
-from LiverXAILib.checkpoints import load_checkpoint
-from LiverXAILib.explain import cam_layer
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.pipeline import run_pipeline
-from LiverXAILib.volume_io import read_volume
+from LiverXAILib.explain.methods import cam_layer
+from LiverXAILib.io.volumes import read_volume
+from LiverXAILib.models.catalog import resolve_model
+from LiverXAILib.models.checkpoints import load_checkpoint
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.pipeline import run_pipeline
 
 sys.path.insert(0, str(ROOT / "bench"))
 

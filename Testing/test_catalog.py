@@ -12,7 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
-from LiverXAILib.catalog import (
+from LiverXAILib.errors import Cancelled, CheckpointError
+from LiverXAILib.models.catalog import (
     CATALOG,
     SCHEMA,
     CatalogError,
@@ -22,15 +23,14 @@ from LiverXAILib.catalog import (
     sha256_file,
     validate_catalog,
 )
-from LiverXAILib.checkpoints import (
+from LiverXAILib.models.checkpoints import (
     CheckpointMetadata,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from LiverXAILib.errors import Cancelled, CheckpointError
-from LiverXAILib.model_download import download_model, import_model
-from LiverXAILib.networks import build_model
+from LiverXAILib.models.download import download_model, import_model
+from LiverXAILib.models.networks import build_model
 
 DEMO = CATALOG.parent / "unet_demo.pt"
 
@@ -285,7 +285,7 @@ def test_import_of_something_else_is_refused(models_dir, tmp_path):
 
 def test_models_command_lists_imports_and_names_errors(models_dir, small_checkpoint, capsys):
     """``python -m LiverXAILib models``: the same catalog functions from a shell."""
-    from LiverXAILib.cli import main
+    from LiverXAILib.cli.main import main
 
     assert main(["models", "import", str(small_checkpoint), "--name", "ward-unet"]) == 0
     assert "ward-unet:" in capsys.readouterr().out

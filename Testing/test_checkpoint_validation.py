@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SAMPLE_SMALL_CT, require
-from LiverXAILib.catalog import (
+from LiverXAILib.cli.main import main
+from LiverXAILib.errors import CheckpointError
+from LiverXAILib.models.catalog import (
     CatalogError,
     read_catalog,
     register_model,
     resolve_model,
     user_catalog_problem,
 )
-from LiverXAILib.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
-from LiverXAILib.cli import main
-from LiverXAILib.errors import CheckpointError
-from LiverXAILib.model_download import import_model
-from LiverXAILib.networks import build_model
+from LiverXAILib.models.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
+from LiverXAILib.models.download import import_model
+from LiverXAILib.models.networks import build_model
 
 FEATURES = [4, 8, 16, 32, 64]
 
@@ -160,7 +160,7 @@ def test_broken_user_catalog_keeps_the_bundled_models(case, models_dir, caplog, 
     models_dir.mkdir()
     catalog = models_dir / "models.json"
     catalog.write_text(BROKEN_CATALOGS[case])
-    with caplog.at_level(logging.WARNING, logger="LiverXAILib.catalog"):
+    with caplog.at_level(logging.WARNING, logger="LiverXAILib.models.catalog"):
         entries = read_catalog()
     assert {"unet-demo", "vunet-dev"} <= {entry["name"] for entry in entries}
     assert all(entry["source"] == "bundled" for entry in entries)

@@ -6,11 +6,11 @@ import pickle
 
 import pytest
 import torch
-from LiverXAILib.catalog import read_catalog, resolve_model, sha256_file
-from LiverXAILib.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
 from LiverXAILib.errors import CheckpointError
-from LiverXAILib.networks import build_model
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.models.catalog import read_catalog, resolve_model, sha256_file
+from LiverXAILib.models.checkpoints import CheckpointMetadata, load_checkpoint, save_checkpoint
+from LiverXAILib.models.networks import build_model
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 
 
 def small_unet():
@@ -120,7 +120,7 @@ def test_tampered_catalog_model_is_rejected(tmp_path):
 
 
 def test_register_model_lists_verifies_and_replaces(tmp_path):
-    from LiverXAILib.catalog import register_model
+    from LiverXAILib.models.catalog import register_model
 
     first, second = tmp_path / "first.pt", tmp_path / "second.pt"
     first.write_bytes(b"weights one")
@@ -142,9 +142,9 @@ def test_register_model_lists_verifies_and_replaces(tmp_path):
 def test_every_bundled_model_segments_and_explains_a_slice():
     import numpy as np
     import torch
-    from LiverXAILib.checkpoints import load_checkpoint
-    from LiverXAILib.inference import SliceInferenceEngine
-    from LiverXAILib.uncertainty import UncertaintySpec
+    from LiverXAILib.models.checkpoints import load_checkpoint
+    from LiverXAILib.segment.inference import SliceInferenceEngine
+    from LiverXAILib.segment.uncertainty import UncertaintySpec
 
     volume = np.full((3, 64, 64), -1000, dtype=np.int16)
     volume[:, 16:48, 16:48] = 60  # a soft-tissue block
@@ -166,8 +166,8 @@ def test_every_bundled_model_segments_and_explains_a_slice():
 
 
 def test_a_measured_cam_layer_travels_with_the_weights(tmp_path):
-    from LiverXAILib.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-    from LiverXAILib.explain import default_cam_layer
+    from LiverXAILib.explain.methods import default_cam_layer
+    from LiverXAILib.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
     model, metadata = load_checkpoint(resolve_model("unet-demo"))
     assert metadata.cam_layer is None and default_cam_layer(model) == "decoder.2"

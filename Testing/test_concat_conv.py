@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from LiverXAILib.cam import LayerCAM
-from LiverXAILib.networks import build_model, concat_conv, gradcam_layer
-from LiverXAILib.networks.common import ConvBlock
-from LiverXAILib.networks.concat_conv import convolve_concatenation
+from LiverXAILib.explain.cam import LayerCAM
+from LiverXAILib.models.networks import build_model, concat_conv, gradcam_layer
+from LiverXAILib.models.networks.common import ConvBlock
+from LiverXAILib.models.networks.concat_conv import convolve_concatenation
 
 
 def _graph_names(tensor: torch.Tensor) -> set[str]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from LiverXAILib.cpu_batch import cpu_batch_limit, largest_feature_map_bytes
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.networks import build_model
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.models.networks import build_model
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.preprocessing import SliceInputSpec
+from LiverXAILib.segment.slices_per_pass import cpu_batch_limit, largest_feature_map_bytes
 from torch import nn
 
 

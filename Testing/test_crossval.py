@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, SHARED_DATA, require
-from LiverXAILib.cli import main
+from LiverXAILib.cli.main import main
 
 CROPS = {"hcctace_0697": (27, 35), "ircadb01_p07": (90, 98), "hcctace_2144": (34, 42)}
 FAST = [
@@ -145,8 +145,8 @@ def test_folds_results_and_tables(first_run):
 
 
 def test_tuning_scores_the_grid_on_the_held_out_patients_and_applies_it(first_run, tmp_path):
-    from LiverXAILib.checkpoints import load_checkpoint
-    from LiverXAILib.crossval_tuning import MIN_TUMOR_ML, TUMOR_BIASES
+    from LiverXAILib.evaluation.crossval_tuning import MIN_TUMOR_ML, TUMOR_BIASES
+    from LiverXAILib.models.checkpoints import load_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(first_run[0], run)
@@ -222,7 +222,7 @@ def test_a_changed_recipe_or_a_used_folder_is_refused(first_run, cases, cache):
 
 
 def test_stop_file_stops_and_resume_continues_from_last_pt(cases, cache, tmp_path):
-    from LiverXAILib.crossval import CrossvalConfig, run_crossval
+    from LiverXAILib.evaluation.crossval import CrossvalConfig, run_crossval
 
     out = tmp_path / "run"
     training = {"architecture_kwargs": {"features": [4, 8, 16, 32, 64]}, "epochs": 2}
@@ -251,8 +251,8 @@ def test_stop_file_stops_and_resume_continues_from_last_pt(cases, cache, tmp_pat
 
 
 def test_a_label_that_does_not_fit_its_ct_is_refused(cases, cache, tmp_path):
-    from LiverXAILib.crossval import geometry_problem
-    from LiverXAILib.data import Case
+    from LiverXAILib.evaluation.crossval import geometry_problem
+    from LiverXAILib.training.cases import Case
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -325,7 +325,7 @@ def test_unknown_folds_and_a_single_patient_are_refused(cases, cache, tmp_path):
 
 
 def test_lesions_by_size_counts_large_lesions_only():
-    from LiverXAILib.crossval_report import lesions_by_size
+    from LiverXAILib.evaluation.crossval_report import lesions_by_size
 
     truth = np.zeros((6, 80, 80), dtype=np.uint8)
     prediction = np.zeros_like(truth)

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 from conftest import IRCADB_CT, IRCADB_LABEL, SAMPLE_SMALL_CT, SHARED_DATA, require
-from LiverXAILib.data import (
+from LiverXAILib.errors import InputError
+from LiverXAILib.io.volumes import read_volume, write_volume
+from LiverXAILib.segment.orientation import canonical_orientation
+from LiverXAILib.training.cases import (
     Case,
     DataSplit,
     discover_cases,
     load_canonical_case,
     split_by_patient,
 )
-from LiverXAILib.errors import InputError
-from LiverXAILib.orientation import canonical_orientation
-from LiverXAILib.volume_io import read_volume, write_volume
 
 SMALL_LIVER = SHARED_DATA / "totalseg_example" / "example_ct_sm_liver.nii.gz"
 

@@ -1,4 +1,4 @@
-"""Dependencies inside Slicer (LiverXAILib.dependencies): requirement parsing, detection of
+"""Dependencies inside Slicer (LiverXAILib.slicer.dependencies): requirement parsing, detection of
 missing and too-old packages in the real environment, the plan and its question, and real pip
 installations into a throwaway virtual environment from hand-made wheels (no network).
 
@@ -20,8 +20,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from LiverXAILib import dependencies, requirement_specs
-from LiverXAILib.dependencies import (
+from LiverXAILib.slicer import dependencies, requirement_specs
+from LiverXAILib.slicer.dependencies import (
     PIP,
     PYTORCH_EXTENSION,
     TORCH_REQUIREMENT,
@@ -208,8 +208,8 @@ def test_imports_and_check_neither_import_torch_nor_install(tmp_path):
         def refuse(*args, **kwargs):
             raise AssertionError("a process was started")
         subprocess.Popen = subprocess.run = subprocess.call = os.system = refuse
-        import LiverXAILib.dependencies as dependencies
-        import LiverXAILib.logic
+        import LiverXAILib.slicer.dependencies as dependencies
+        import LiverXAILib.slicer.logic
         plan = dependencies.check(search_path=[{str(tmp_path)!r}])
         assert not plan.satisfied and plan.question()
         dependencies.check()
@@ -227,7 +227,7 @@ def test_imports_and_check_neither_import_torch_nor_install(tmp_path):
 
 # --- the device sentence -------------------------------------------------------------------
 def test_device_sentence_reuses_describe_device():
-    from LiverXAILib.inference import describe_device
+    from LiverXAILib.segment.inference import describe_device
 
     assert dependencies.device_sentence() == describe_device()
     assert dependencies.device_sentence("cpu") == describe_device("cpu")

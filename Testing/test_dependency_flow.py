@@ -18,9 +18,9 @@ import unittest
 from pathlib import Path
 
 import pytest
-from LiverXAILib import dependencies, dependency_flow
-from LiverXAILib.dependencies import Installers, check
-from LiverXAILib.dependency_flow import Dialogs, Outcome, ensure
+from LiverXAILib.slicer import dependencies, dependency_flow
+from LiverXAILib.slicer.dependencies import Installers, check
+from LiverXAILib.slicer.dependency_flow import Dialogs, Outcome, ensure
 
 REQUIREMENTS = ["lxai-monai>=1.3", "lxai-captum>=0.7"]
 

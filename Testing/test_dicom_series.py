@@ -20,14 +20,14 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import SHARED_DATA, require
-from LiverXAILib.dicom_seg_sources import derived_uid
-from LiverXAILib.dicom_series import find_series, list_dicom_series
 from LiverXAILib.errors import InputError
-from LiverXAILib.exports import ExportError, check_dicom_seg_export, export_results
-from LiverXAILib.headless import create_headless_application
-from LiverXAILib.results import SegmentAndExplainResult
-from LiverXAILib.scene import add_segmentation, add_volume_from_array, style_labelmap
-from LiverXAILib.volume_io import image_from_array, read_volume, read_volume_and_source
+from LiverXAILib.io.dicom_seg_sources import derived_uid
+from LiverXAILib.io.dicom_series import find_series, list_dicom_series
+from LiverXAILib.io.volumes import image_from_array, read_volume, read_volume_and_source
+from LiverXAILib.slicer.exports import ExportError, check_dicom_seg_export, export_results
+from LiverXAILib.slicer.headless import create_headless_application
+from LiverXAILib.slicer.results import SegmentAndExplainResult
+from LiverXAILib.slicer.scene import add_segmentation, add_volume_from_array, style_labelmap
 from pydicom.uid import generate_uid
 
 HCC_SERIES = SHARED_DATA / "dicom" / "hcctace_2144_series"  # 58 axial + 1 coronal localizer

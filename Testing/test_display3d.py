@@ -13,12 +13,12 @@ import slicer
 import slicer.util
 from conftest import SAMPLE_SMALL_CT, load_volume_node
 from LiverXAILib.constants import CLASS_COLORS, DEFAULT_MODEL
-from LiverXAILib.display3d import CT_PRESET_FILE, LABEL_OPACITY, volume_rendering_display
-from LiverXAILib.logic import LiverXAILogic
-from LiverXAILib.render3d import offscreen_rendering_available, render_3d_view
-from LiverXAILib.result_nodes import INPUT_ATTRIBUTE, subject_hierarchy
-from LiverXAILib.scene import ijk_to_ras_array
-from LiverXAILib.terminology import SEGMENT_TERMS
+from LiverXAILib.slicer.display3d import CT_PRESET_FILE, LABEL_OPACITY, volume_rendering_display
+from LiverXAILib.slicer.logic import LiverXAILogic
+from LiverXAILib.slicer.previous_results import INPUT_ATTRIBUTE, subject_hierarchy
+from LiverXAILib.slicer.render3d import offscreen_rendering_available, render_3d_view
+from LiverXAILib.slicer.scene import ijk_to_ras_array
+from LiverXAILib.slicer.terminology import SEGMENT_TERMS
 from PIL import Image
 
 FAST = {"uncertainty": "none", "explainClasses": ["liver"]}

@@ -9,7 +9,7 @@ may use what an earlier one wrote; ``HOME``, the model folder and the slice cach
 
 A Python block preceded by ``<!-- Slicer Python console -->`` is meant for Slicer's Python
 console. It runs as the console would run it, on the real MRML library (slicer-core): a
-headless scene and application logic (``LiverXAILib.headless``) stand behind
+headless scene and application logic (``LiverXAILib.slicer.headless``) stand behind
 ``slicer.mrmlScene`` and ``slicer.app.applicationLogic()`` (``slicer.app.processEvents()`` does
 nothing: there is no Qt event loop), with the bundled sample CT loaded
 as node "TotalSegmentatorExampleCT" (what Sample Data → LiverXAI does in Slicer). Consecutive
@@ -49,9 +49,9 @@ from pathlib import Path
 
 import slicer
 import vtk
-from LiverXAILib.headless import create_headless_application
-from LiverXAILib.scene import add_volume_from_array
-from LiverXAILib.volume_io import read_volume
+from LiverXAILib.slicer.headless import create_headless_application
+from LiverXAILib.slicer.scene import add_volume_from_array
+from LiverXAILib.io.volumes import read_volume
 
 app = create_headless_application()
 slicer.mrmlScene = app.scene
@@ -205,7 +205,7 @@ def liverxai_commands(code: str) -> list[list[str]]:
 
 
 def test_every_liverxai_option_shown_exists():
-    from LiverXAILib.cli import build_parser
+    from LiverXAILib.cli.main import build_parser
 
     parser = build_parser()
     commands = _subcommands(parser)

@@ -14,14 +14,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 from conftest import IRCADB_CT, IRCADB_LABEL, ROOT, require
-from LiverXAILib.catalog import resolve_model
-from LiverXAILib.checkpoints import load_checkpoint
-from LiverXAILib.explain import attribute
-from LiverXAILib.map_grid import labels_on_map_grid
-from LiverXAILib.metrics import per_case_dice
-from LiverXAILib.orientation import canonical_orientation
-from LiverXAILib.preprocessing import SliceInputSpec
-from LiverXAILib.volume_io import read_volume
+from LiverXAILib.evaluation.metrics import per_case_dice
+from LiverXAILib.explain.methods import attribute
+from LiverXAILib.io.volumes import read_volume
+from LiverXAILib.models.catalog import resolve_model
+from LiverXAILib.models.checkpoints import load_checkpoint
+from LiverXAILib.segment.map_grid import labels_on_map_grid
+from LiverXAILib.segment.orientation import canonical_orientation
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,8 @@ import threading
 import numpy as np
 import pytest
 from conftest import IRCADB_CT, IRCADB_LABEL, SAMPLE_SMALL_CT, SHARED_DATA, require
-from LiverXAILib.catalog import resolve_model
-from LiverXAILib.data import discover_cases
 from LiverXAILib.errors import Cancelled
-from LiverXAILib.evaluation import (
+from LiverXAILib.evaluation.evaluate import (
     CaseEvaluation,
     FigureData,
     ModelEvaluation,
@@ -21,9 +19,11 @@ from LiverXAILib.evaluation import (
     evaluate_models,
     model_names,
 )
-from LiverXAILib.evaluation_report import write_report
-from LiverXAILib.figures import figure_size
-from LiverXAILib.surface_metrics import hausdorff95, lesion_detection
+from LiverXAILib.evaluation.report import write_report
+from LiverXAILib.evaluation.surface_metrics import hausdorff95, lesion_detection
+from LiverXAILib.models.catalog import resolve_model
+from LiverXAILib.report.evaluation_figure import figure_size
+from LiverXAILib.training.cases import discover_cases
 from PIL import Image
 
 SAMPLE_SMALL_LABEL = SHARED_DATA / "totalseg_example" / "example_ct_sm_liver.nii.gz"
@@ -301,7 +301,7 @@ def real_evaluation(lits_folder, tmp_path_factory):
 
 
 def small_case_shape() -> tuple[int, ...]:
-    from LiverXAILib.volume_io import read_volume
+    from LiverXAILib.io.volumes import read_volume
 
     return read_volume(require(SAMPLE_SMALL_CT))[0].shape
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from LiverXAILib.cam import LayerCAM
-from LiverXAILib.explain import (
+from LiverXAILib.explain.cam import LayerCAM
+from LiverXAILib.explain.integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
+from LiverXAILib.explain.methods import (
     METHODS,
     NORMALIZATION_DESCRIPTIONS,
     attribute,
@@ -15,10 +16,9 @@ from LiverXAILib.explain import (
     layer_choices,
     normalize_volume,
 )
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
-from LiverXAILib.preprocessing import SliceInputSpec
-from LiverXAILib.uncertainty import (
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.preprocessing import SliceInputSpec
+from LiverXAILib.segment.uncertainty import (
     UncertaintySpec,
     augmentation_pairs,
     check_uncertainty,
@@ -319,7 +319,7 @@ def test_engine_explains_given_labels_only_on_the_slices_that_hold_them():
 def test_pipeline_explains_the_cleaned_labels_and_names_what_the_clean_up_removed():
     """An island the network calls class 1, away from the organ, is removed by the 3D
     clean-up: it is described in the quality output, not explained, and sets no scale."""
-    from LiverXAILib.pipeline import run_pipeline
+    from LiverXAILib.segment.pipeline import run_pipeline
 
     volume = np.zeros((12, 64, 64), dtype=np.float32)  # (K, J, I), identity directions
     volume[2:9, :32, 32:] = 300.0  # the organ

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from LiverXAILib.constants import LIVER, TUMOR
-from LiverXAILib.explanation_quality import (
+from LiverXAILib.explain.quality import (
     ATTENTION_ON_BACKGROUND,
     LOW_ATTENTION_INSIDE,
     UNCERTAIN,

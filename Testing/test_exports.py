@@ -16,9 +16,10 @@ import SimpleITK as sitk
 import slicer.util
 import vtk
 from conftest import SAMPLE_SMALL_CT, load_volume_node, require, restored
-from LiverXAILib.dicom_seg import DicomSegError, dicom_files, read_headers, source_slices
 from LiverXAILib.errors import InputError
-from LiverXAILib.exports import (
+from LiverXAILib.io.dicom_seg import DicomSegError, dicom_files, read_headers, source_slices
+from LiverXAILib.io.volumes import LPS_TO_RAS, read_volume
+from LiverXAILib.slicer.exports import (
     FORMATS,
     ExportError,
     check_formats,
@@ -27,16 +28,15 @@ from LiverXAILib.exports import (
     safe_stem,
     volume_node_ids,
 )
-from LiverXAILib.headless import create_headless_application
-from LiverXAILib.logic import LiverXAILogic
-from LiverXAILib.scene import (
+from LiverXAILib.slicer.headless import create_headless_application
+from LiverXAILib.slicer.logic import LiverXAILogic
+from LiverXAILib.slicer.scene import (
     add_segmentation,
     add_volume_from_array,
     read_volume_node,
     style_labelmap,
 )
-from LiverXAILib.terminology import SEGMENT_TERMS
-from LiverXAILib.volume_io import LPS_TO_RAS, read_volume
+from LiverXAILib.slicer.terminology import SEGMENT_TERMS
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from vtk.util import numpy_support
 

@@ -25,7 +25,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from LiverXAILib import slicer_version
+from LiverXAILib.slicer import slicer_version
 from module_specs import MODULES, ROOT, module_tree
 
 RAW_PREFIX = "https://raw.githubusercontent.com/liverxai/SlicerLiverXAI/main/"

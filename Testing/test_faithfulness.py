@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from LiverXAILib.faithfulness import (
+from LiverXAILib.explain.faithfulness import (
     REFERENCE_MAPS,
     area_under_curve,
     choose_slices,
@@ -18,7 +18,7 @@ from LiverXAILib.faithfulness import (
     reference_map,
     step_fractions,
 )
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 from test_explain import RegionNet, bright_top_right_quadrant
 
 

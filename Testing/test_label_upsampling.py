@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from LiverXAILib.label_upsampling import bilinear_weights, labels_from_probabilities
+from LiverXAILib.segment.label_upsampling import bilinear_weights, labels_from_probabilities
 
 
 @pytest.mark.parametrize("size", [(512, 512), (512, 430), (100, 140), (40, 64), (3, 5)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from LiverXAILib.lesions import longest_in_plane_distance, measure_lesions
+from LiverXAILib.segment.lesions import longest_in_plane_distance, measure_lesions
 
 
 def test_two_lesions_largest_first_with_diameter_and_volume():

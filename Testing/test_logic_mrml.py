@@ -9,9 +9,9 @@ import pytest
 import slicer.util
 from conftest import IRCADB_CT, SAMPLE_SMALL_CT, load_volume_node, restored
 from LiverXAILib.errors import Cancelled, CheckpointError, InputError, NotHounsfieldError
-from LiverXAILib.logic import LiverXAILogic
-from LiverXAILib.orientation import canonical_orientation
-from LiverXAILib.scene import add_volume_from_array, ijk_to_ras_array, read_volume_node
+from LiverXAILib.segment.orientation import canonical_orientation
+from LiverXAILib.slicer.logic import LiverXAILogic
+from LiverXAILib.slicer.scene import add_volume_from_array, ijk_to_ras_array, read_volume_node
 
 
 def geometry(node):

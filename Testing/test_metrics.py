@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from LiverXAILib.metrics import (
+from LiverXAILib.evaluation.metrics import (
     METRIC_NAMES,
     confusion_matrix,
     cross_entropy,

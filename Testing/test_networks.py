@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 from LiverXAILib.constants import DEFAULT_HU_WINDOW, LIVER, TUMOR
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.networks import (
+from LiverXAILib.models.networks import (
     MODEL_BUILDERS,
     UNet,
     available_models,
@@ -15,7 +14,8 @@ from LiverXAILib.networks import (
     count_parameters,
     gradcam_layer,
 )
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 
 # Hand count for features (16, 32, 64, 128, 256), bias-free convolutions before BatchNorm:
 # encoder 1 177 488 (1 channel in), decoder 761 840, head 51 and BatchNorm 2 944 -> 1 942 323.
@@ -305,7 +305,7 @@ def keras_count(block: str) -> int:
 
 def keras_equivalent_count(model: torch.nn.Module) -> int:
     """Our parameters + BatchNorm running stats - ConvBN scales + the Keras head's BN stats."""
-    from LiverXAILib.networks.multiresunet import ConvBN
+    from LiverXAILib.models.networks.multiresunet import ConvBN
 
     parameters = count_parameters(model)
     running = sum(b.numel() for n, b in model.named_buffers() if "running_" in n)

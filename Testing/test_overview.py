@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from LiverXAILib import overview
-from LiverXAILib.overview import choose_slices, describe_case, render_overview
+from LiverXAILib.report import overview
+from LiverXAILib.report.overview import choose_slices, describe_case, render_overview
 from PIL import Image
 
 

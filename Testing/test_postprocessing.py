@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from LiverXAILib.postprocessing import (
+from LiverXAILib.segment.postprocessing import (
     LabelStatistics,
     clean_labels,
     drop_small_tumors,

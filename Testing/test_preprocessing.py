@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import restored
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing
-from LiverXAILib.preprocessing import SliceInputSpec, apply_window, neighbour_indices
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing
+from LiverXAILib.segment.preprocessing import SliceInputSpec, apply_window, neighbour_indices
 
 LPS_IDENTITY = np.diag([-0.7, -0.7, 2.5, 1.0])  # LPS-identity scan as Slicer's IJK-to-RAS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from LiverXAILib.remembered_settings import PREFIX, load_settings, save_settings
+from LiverXAILib.slicer.remembered_settings import PREFIX, load_settings, save_settings
 
 
 class IniSettings:

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from LiverXAILib import report_figures
-from LiverXAILib.report_figures import choose_report_slices, render_slice_figure
-from LiverXAILib.report_html import render_report_html, write_report_html
+from LiverXAILib.report import figures as report_figures
+from LiverXAILib.report.figures import choose_report_slices, render_slice_figure
+from LiverXAILib.report.html import render_report_html, write_report_html
 from PIL import Image
 
 SHAPE = (20, 96, 96)

@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 from LiverXAILib.constants import LIVER
-from LiverXAILib.explanation_quality import assess_explanations
-from LiverXAILib.review_calibration import (
+from LiverXAILib.explain.quality import assess_explanations
+from LiverXAILib.explain.review_calibration import (
     FLAG_SHARE,
     calibrate,
     canonical_ijk_to_ras,
     leave_one_patient_out,
     slice_dice,
 )
-from LiverXAILib.review_rules import LOW_ATTENTION_INSIDE, UNCERTAIN, UNCERTAINTY_METHOD
-from LiverXAILib.review_score import (
+from LiverXAILib.explain.review_rules import LOW_ATTENTION_INSIDE, UNCERTAIN, UNCERTAINTY_METHOD
+from LiverXAILib.explain.review_score import (
     FEATURES,
     LIVER_END,
     SCORE_MODEL,
@@ -189,7 +189,7 @@ def test_leave_one_patient_out_reports_auc_precision_and_a_small_flagged_share()
 
 
 def test_slice_dice_and_the_canonical_matrix():
-    from LiverXAILib.orientation import canonical_orientation, canonical_spacing
+    from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing
 
     labels, _, _ = phantom()
     shifted = np.roll(labels, 1, axis=2)
@@ -217,13 +217,13 @@ def run_on_sample(flip_slices: bool = False):
     """The product pipeline on the bundled sample CT (Grad-CAM, test-time augmentation),
     optionally stored with its slices in the opposite order."""
     from conftest import SAMPLE_CT, require, restored
-    from LiverXAILib.catalog import resolve_model
-    from LiverXAILib.checkpoints import load_checkpoint
     from LiverXAILib.constants import TUMOR
-    from LiverXAILib.inference import SliceInferenceEngine, choose_device
-    from LiverXAILib.pipeline import run_pipeline
-    from LiverXAILib.uncertainty import UncertaintySpec
-    from LiverXAILib.volume_io import read_volume
+    from LiverXAILib.io.volumes import read_volume
+    from LiverXAILib.models.catalog import resolve_model
+    from LiverXAILib.models.checkpoints import load_checkpoint
+    from LiverXAILib.segment.inference import SliceInferenceEngine, choose_device
+    from LiverXAILib.segment.pipeline import run_pipeline
+    from LiverXAILib.segment.uncertainty import UncertaintySpec
 
     model, metadata = load_checkpoint(resolve_model("unet-demo"))
     engine = SliceInferenceEngine(model, metadata.input_spec(), choose_device("cpu"))
@@ -284,9 +284,9 @@ def test_review_calibrate_runs_each_fold_model_on_its_held_out_patient(tmp_path,
     import shutil
 
     from conftest import SHARED_DATA, require
-    from LiverXAILib.catalog import resolve_model
-    from LiverXAILib.cli import main
-    from LiverXAILib.review_calibration import read_rows
+    from LiverXAILib.cli.main import main
+    from LiverXAILib.explain.review_calibration import read_rows
+    from LiverXAILib.models.catalog import resolve_model
 
     run = tmp_path / "run"
     cases, folds = [], {}

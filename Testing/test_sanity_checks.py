@@ -11,12 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SAMPLE_CT, require
-from LiverXAILib.catalog import resolve_model
-from LiverXAILib.checkpoints import load_checkpoint
-from LiverXAILib.explain import METHODS, attribute
-from LiverXAILib.networks import available_models, build_model
-from LiverXAILib.orientation import canonical_orientation
-from LiverXAILib.sanity_checks import (
+from LiverXAILib.explain.methods import METHODS, attribute
+from LiverXAILib.explain.sanity_checks import (
     RandomizationStep,
     attribute_on_region,
     average_cascades,
@@ -27,7 +23,11 @@ from LiverXAILib.sanity_checks import (
     randomize_module,
     rank_similarity,
 )
-from LiverXAILib.volume_io import read_volume
+from LiverXAILib.io.volumes import read_volume
+from LiverXAILib.models.catalog import resolve_model
+from LiverXAILib.models.checkpoints import load_checkpoint
+from LiverXAILib.models.networks import available_models, build_model
+from LiverXAILib.segment.orientation import canonical_orientation
 
 LIVER = 1
 DEMO_SLICES = [100, 106]  # canonical axial slices of the sample CT through the liver dome

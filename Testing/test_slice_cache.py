@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLE_SMALL_CT, require
-from LiverXAILib.augmentation import build_augmentation, parse_augmentations
-from LiverXAILib.data import Case, load_canonical_case
-from LiverXAILib.preprocessing import SliceInputSpec
-from LiverXAILib.slice_cache import SliceCache
-from LiverXAILib.slice_dataset import SliceDataset
+from LiverXAILib.segment.preprocessing import SliceInputSpec
+from LiverXAILib.training.augmentation import build_augmentation, parse_augmentations
+from LiverXAILib.training.cases import Case, load_canonical_case
+from LiverXAILib.training.slice_cache import SliceCache
+from LiverXAILib.training.slice_dataset import SliceDataset
 from test_data import SMALL_LIVER
 
 SPEC = SliceInputSpec((-200.0, 300.0), (64, 64), 3)

@@ -19,21 +19,21 @@ import numpy as np
 import pytest
 import torch
 from conftest import restored
-from LiverXAILib.checkpoints import load_checkpoint, read_checkpoint
-from LiverXAILib.cli import main
+from LiverXAILib.cli.main import main
 from LiverXAILib.constants import LIVER, TUMOR
-from LiverXAILib.data import Case, load_canonical_case
-from LiverXAILib.evaluation import _gradcam_slices, evaluate_models
-from LiverXAILib.explain import normalize_volume
-from LiverXAILib.faithfulness import faithfulness_curves
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.map_grid import labels_on_map_grid, upsample_slice
-from LiverXAILib.networks import build_model
-from LiverXAILib.pipeline import run_pipeline
-from LiverXAILib.preprocessing import SliceInputSpec
-from LiverXAILib.slice_cache import CACHE_VERSION, SliceCache, _file_identity
-from LiverXAILib.training_options import SINGLE_SLICE_STEP
-from LiverXAILib.volume_io import read_volume, write_volume
+from LiverXAILib.evaluation.evaluate import _gradcam_slices, evaluate_models
+from LiverXAILib.explain.faithfulness import faithfulness_curves
+from LiverXAILib.explain.methods import normalize_volume
+from LiverXAILib.io.volumes import read_volume, write_volume
+from LiverXAILib.models.checkpoints import load_checkpoint, read_checkpoint
+from LiverXAILib.models.networks import build_model
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.map_grid import labels_on_map_grid, upsample_slice
+from LiverXAILib.segment.pipeline import run_pipeline
+from LiverXAILib.segment.preprocessing import SliceInputSpec
+from LiverXAILib.training.cases import Case, load_canonical_case
+from LiverXAILib.training.options import SINGLE_SLICE_STEP
+from LiverXAILib.training.slice_cache import CACHE_VERSION, SliceCache, _file_identity
 
 SLICE_MM, ROW_MM, COLUMN_MM = 2.0, 0.8, 1.2
 #: Canonical (slice, row, column) axes, LPS index order, as Slicer's IJK-to-RAS.
@@ -180,8 +180,8 @@ def test_a_step_with_one_slice_per_input_is_refused(case, tmp_path):
 
 
 def test_crossval_carries_the_step_in_its_recipe(tmp_path):
-    from LiverXAILib.cli import build_parser
-    from LiverXAILib.crossval import CrossvalConfig
+    from LiverXAILib.cli.main import build_parser
+    from LiverXAILib.evaluation.crossval import CrossvalConfig
 
     args = build_parser().parse_args(
         ["crossval", "--data", "d.csv", "--out", "o", "--slices", "3", "--slice-step-mm", "2.5"]

@@ -130,8 +130,8 @@ def test_crop_keeps_the_liver_slices_and_their_position(smoke):
 
 
 def test_training_case_in_lits_layout_is_found_by_the_trainer(smoke, tmp_path):
-    from LiverXAILib.data import discover_cases
-    from LiverXAILib.volume_io import read_volume
+    from LiverXAILib.io.volumes import read_volume
+    from LiverXAILib.training.cases import discover_cases
 
     labels = np.zeros((6, 16, 16), np.uint8)
     labels[2:4, 4:10, 4:10] = 1

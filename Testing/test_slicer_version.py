@@ -26,14 +26,15 @@ import types
 from pathlib import Path
 
 import pytest
-from LiverXAILib import slicer_version
+from LiverXAILib.slicer import slicer_version
 from module_specs import MODULES, ROOT
 
 LIBRARY = ROOT / "LiverXAI" / "LiverXAILib"
 # What an older Slicer imports before it is told that it is too old.
 PYTHON39_FILES = [m.module_py for m in MODULES] + [
     LIBRARY / "__init__.py",
-    LIBRARY / "slicer_version.py",
+    LIBRARY / "slicer" / "__init__.py",
+    LIBRARY / "slicer" / "slicer_version.py",
 ]
 
 
@@ -252,7 +253,11 @@ def test_modules_on_slicer_58_say_what_is_needed_and_do_nothing_else():
     import json
 
     report = json.loads(_load_modules(5, 8))
-    assert report["library"] == ["LiverXAILib", "LiverXAILib.slicer_version"]
+    assert report["library"] == [
+        "LiverXAILib",
+        "LiverXAILib.slicer",
+        "LiverXAILib.slicer.slicer_version",
+    ]
     for module in MODULES:
         entry = report[module.name]
         assert entry["help"].startswith("<p><b>LiverXAI needs 3D Slicer 5.10 or later")
@@ -264,8 +269,8 @@ def test_modules_on_slicer_510_load_the_library():
     import json
 
     report = json.loads(_load_modules(5, 10))
-    assert "LiverXAILib.logic" in report["library"]
-    assert "LiverXAILib.training_logic" in report["library"]
-    assert "LiverXAILib.dependency_flow" in report["library"]
+    assert "LiverXAILib.slicer.logic" in report["library"]
+    assert "LiverXAILib.slicer.training_logic" in report["library"]
+    assert "LiverXAILib.slicer.dependency_flow" in report["library"]
     assert not any("needs 3D Slicer" in report[m.name]["help"] for m in MODULES)
     assert report["calls"] == ["connect startupCompleted()"]  # the sample data, registered

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SAMPLE_SMALL_CT
-from LiverXAILib.catalog import read_catalog, resolve_model
-from LiverXAILib.checkpoints import load_checkpoint, read_checkpoint
-from LiverXAILib.cli import main
-from LiverXAILib.training_options import option_problem
+from LiverXAILib.cli.main import main
+from LiverXAILib.models.catalog import read_catalog, resolve_model
+from LiverXAILib.models.checkpoints import load_checkpoint, read_checkpoint
+from LiverXAILib.training.options import option_problem
 from test_data import SMALL_LIVER, lits_folder
 
 ENVIRONMENT = dict(os.environ, PYTHONPATH=str(ROOT / "LiverXAI"), OMP_NUM_THREADS="2")
@@ -184,7 +184,7 @@ def test_explicit_cases_still_train(tmp_path):
 
 
 def test_selection_score_ignores_absent_tumour():
-    from LiverXAILib.validation import selection_score
+    from LiverXAILib.training.validation import selection_score
 
     metrics = {"per_class": {"liver": {"dice": 0.8}, "tumor": {"dice": 0.0}}}
     assert selection_score(metrics, tumor_present=True) == pytest.approx(0.4)
@@ -260,8 +260,8 @@ def test_evaluate_refuses_a_negative_number_of_figure_slices(tmp_path, capsys):
 
 
 def test_the_training_module_commands_parse_as_given(tmp_path):
-    from LiverXAILib.cli import build_parser
-    from LiverXAILib.training_options import TrainingOptions, build_train_command
+    from LiverXAILib.cli.main import build_parser
+    from LiverXAILib.training.options import TrainingOptions, build_train_command
 
     options = TrainingOptions(
         data=tmp_path, out=tmp_path / "out", arch="vunet", size=256, slices=3, lr=2.5e-4,
@@ -297,8 +297,8 @@ def test_the_training_module_commands_parse_as_given(tmp_path):
 )
 def test_the_trainer_refuses_settings_that_cannot_work_before_anything(change, tmp_path):
     """Once, ``--epochs 0`` ended with a "done" event naming a best.pt that did not exist."""
-    from LiverXAILib.data import Case
-    from LiverXAILib.training import TrainConfig, train
+    from LiverXAILib.training.cases import Case
+    from LiverXAILib.training.trainer import TrainConfig, train
 
     config = TrainConfig(
         out_dir=tmp_path / "out",
@@ -317,10 +317,10 @@ def test_the_trainer_refuses_settings_that_cannot_work_before_anything(change, t
 
 def test_register_refuses_a_diverged_checkpoint(tmp_path, monkeypatch):
     import torch
-    from LiverXAILib.checkpoints import CheckpointMetadata, save_checkpoint
     from LiverXAILib.errors import CheckpointError
-    from LiverXAILib.networks import build_model
-    from LiverXAILib.training import _register
+    from LiverXAILib.models.checkpoints import CheckpointMetadata, save_checkpoint
+    from LiverXAILib.models.networks import build_model
+    from LiverXAILib.training.trainer import _register
 
     monkeypatch.setenv("LIVERXAI_MODELS_DIR", str(tmp_path / "models"))
     network = build_model("unet", in_channels=1, num_classes=3, features=(4, 8, 16, 32, 64))
@@ -359,7 +359,7 @@ def test_help_imports_nothing_heavy(arguments):
 
 
 def test_train_help_names_the_cache_folder_the_trainer_uses(monkeypatch, capsys):
-    from LiverXAILib import training_options
+    from LiverXAILib.training import options as training_options
 
     expected = {"LIVERXAI_CACHE": "/x/cache", "XDG_CACHE_HOME": "/x/xdg/liverxai/slices"}
     for key, folder in expected.items():
@@ -377,8 +377,10 @@ def test_train_help_names_the_cache_folder_the_trainer_uses(monkeypatch, capsys)
 
 def test_light_option_lists_match_the_registries():
     """``training_options`` lists the choices without torch; they must stay the trainer's."""
-    from LiverXAILib import augmentation, losses, training, training_options
-    from LiverXAILib.networks import available_models
+    from LiverXAILib.models.networks import available_models
+    from LiverXAILib.training import augmentation, losses
+    from LiverXAILib.training import options as training_options
+    from LiverXAILib.training import trainer as training
 
     assert training_options.ARCHITECTURES == tuple(available_models())
     assert sorted(training_options.LOSSES) == sorted(losses.LOSSES)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_SMALL_CT, SHARED_DATA, require
-from LiverXAILib.training_logic import LiverXAITrainingLogic, read_history_csv
-from LiverXAILib.training_options import (
+from LiverXAILib.slicer.training_logic import LiverXAITrainingLogic, read_history_csv
+from LiverXAILib.slicer.training_plots import HISTORY_COLUMNS, TrainingPlots, history_rows
+from LiverXAILib.training.options import (
     AUGMENTATIONS,
     FALLBACK_ARCHITECTURES,
     TrainingOptions,
@@ -29,9 +30,8 @@ from LiverXAILib.training_options import (
     build_train_command,
     default_model_name,
 )
-from LiverXAILib.training_plots import HISTORY_COLUMNS, TrainingPlots, history_rows
-from LiverXAILib.training_process import ChildProcess
-from LiverXAILib.training_progress import EXIT_EVENT, Progress, format_duration
+from LiverXAILib.training.process import ChildProcess
+from LiverXAILib.training.progress import EXIT_EVENT, Progress, format_duration
 
 SAMPLE_SMALL_LABEL = SHARED_DATA / "totalseg_example" / "example_ct_sm_liver.nii.gz"
 TRAINER_TIMEOUT = 900  # real trainer on a 2-core CPU
@@ -131,9 +131,9 @@ def test_evaluate_command(tmp_path):
 
 
 def test_option_lists_match_the_trainer():
-    from LiverXAILib.augmentation import AUGMENTATIONS as TRAINER_AUGMENTATIONS
-    from LiverXAILib.augmentation import DEFAULT_AUGMENTATIONS
-    from LiverXAILib.networks import available_models
+    from LiverXAILib.models.networks import available_models
+    from LiverXAILib.training.augmentation import AUGMENTATIONS as TRAINER_AUGMENTATIONS
+    from LiverXAILib.training.augmentation import DEFAULT_AUGMENTATIONS
 
     assert AUGMENTATIONS == TRAINER_AUGMENTATIONS
     assert tuple(TrainingOptions.augment) == DEFAULT_AUGMENTATIONS  # the class default
@@ -268,7 +268,7 @@ def test_logic_refuses_bad_options_and_starts_nothing(headless, tmp_path):
 def test_logic_refuses_to_start_without_the_trainers_packages(headless, tmp_path):
     # A fresh Slicer: torch, MONAI ... missing. Refused with their names before any process
     # starts, instead of a child that dies with "No module named torch".
-    from LiverXAILib.dependencies import DependencyError, check
+    from LiverXAILib.slicer.dependencies import DependencyError, check
 
     empty = tmp_path / "site-packages"
     empty.mkdir()
@@ -288,7 +288,7 @@ def test_logic_refuses_to_start_without_the_trainers_packages(headless, tmp_path
 
 
 def test_child_python_is_pythonslicer_in_slicer_else_this_interpreter(tmp_path, monkeypatch):
-    from LiverXAILib import training_logic
+    from LiverXAILib.slicer import training_logic
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no PythonSlicer on the PATH
     assert training_logic.slicer_python() == sys.executable
@@ -325,7 +325,7 @@ def _assert_ok(run: ChildProcess) -> None:
 
 @pytest.mark.slow
 def test_real_training_shows_curves_stops_and_resumes(headless, lits_folder, tmp_path):
-    from LiverXAILib.catalog import read_catalog
+    from LiverXAILib.models.catalog import read_catalog
 
     logic = LiverXAITrainingLogic(scene=headless.scene, python=sys.executable)
     out = tmp_path / "run"

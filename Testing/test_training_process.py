@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from LiverXAILib.training_logic import LiverXAITrainingLogic
-from LiverXAILib.training_process import ChildProcess, child_environment, parse_event_line
-from LiverXAILib.training_progress import EXIT_EVENT
+from LiverXAILib.slicer.training_logic import LiverXAITrainingLogic
+from LiverXAILib.training.process import ChildProcess, child_environment, parse_event_line
+from LiverXAILib.training.progress import EXIT_EVENT
 
 TIMEOUT = 60  # plumbing tests: generous, they take well under a second each
 
@@ -284,8 +284,8 @@ def test_logic_refuses_what_the_command_refuses_with_the_same_message(
     field, value, option, text, headless, tmp_path, capsys
 ):
     """The Training module and ``python -m LiverXAILib train`` share one check per option."""
-    from LiverXAILib.cli import main
-    from LiverXAILib.training_options import TrainingOptions
+    from LiverXAILib.cli.main import main
+    from LiverXAILib.training.options import TrainingOptions
 
     out = tmp_path / "out"
     logic = LiverXAITrainingLogic(scene=headless.scene, python=sys.executable)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, require
 from LiverXAILib.constants import TUMOR
-from LiverXAILib.data import Case
-from LiverXAILib.preprocessing import SliceInputSpec
-from LiverXAILib.slice_cache import SliceCache
-from LiverXAILib.slice_dataset import SliceDataset
-from LiverXAILib.training_sampler import training_sampler, tumor_slices
+from LiverXAILib.segment.preprocessing import SliceInputSpec
+from LiverXAILib.training.cases import Case
+from LiverXAILib.training.sampler import training_sampler, tumor_slices
+from LiverXAILib.training.slice_cache import SliceCache
+from LiverXAILib.training.slice_dataset import SliceDataset
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 

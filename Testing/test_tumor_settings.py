@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from LiverXAILib.checkpoints import CheckpointMetadata
 from LiverXAILib.constants import LIVER, TUMOR
-from LiverXAILib.inference import SliceInferenceEngine
-from LiverXAILib.pipeline import run_pipeline
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.models.checkpoints import CheckpointMetadata
+from LiverXAILib.segment.inference import SliceInferenceEngine
+from LiverXAILib.segment.pipeline import run_pipeline
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 from test_explain import RegionNet
 
 SPEC = SliceInputSpec((0.0, 400.0), (64, 64))

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import SAMPLE_SMALL_CT, require
 from LiverXAILib.errors import InputError
-from LiverXAILib.volume_io import read_volume, read_volume_and_source, volume_stem, write_volume
+from LiverXAILib.io.volumes import read_volume, read_volume_and_source, volume_stem, write_volume
 
 
 def write_dicom_series(image: sitk.Image, folder) -> None:

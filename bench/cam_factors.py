@@ -32,14 +32,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from explanation_targets import body_mask, case_path  # noqa: E402
-from LiverXAILib.attention_measures import region_for_class, with_margin  # noqa: E402
-from LiverXAILib.cam import cam_map  # noqa: E402
-from LiverXAILib.catalog import resolve_model  # noqa: E402
-from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
-from LiverXAILib.map_grid import labels_on_map_grid, map_spacing  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
-from LiverXAILib.postprocessing import clean_labels  # noqa: E402
-from LiverXAILib.volume_io import read_volume  # noqa: E402
+from LiverXAILib.explain.attention_measures import region_for_class, with_margin  # noqa: E402
+from LiverXAILib.explain.cam import cam_map  # noqa: E402
+from LiverXAILib.io.volumes import read_volume  # noqa: E402
+from LiverXAILib.models.catalog import resolve_model  # noqa: E402
+from LiverXAILib.models.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.segment.map_grid import labels_on_map_grid, map_spacing  # noqa: E402
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing  # noqa: E402
+from LiverXAILib.segment.postprocessing import clean_labels  # noqa: E402
 
 LAYERS = ("decoder.0", "decoder.1", "decoder.2", "decoder.3")
 

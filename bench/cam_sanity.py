@@ -22,15 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LiverXAI"))
 
-from LiverXAILib.catalog import resolve_model  # noqa: E402
-from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
-from LiverXAILib.sanity_checks import (  # noqa: E402
+from LiverXAILib.explain.sanity_checks import (  # noqa: E402
     average_cascades,
     cascading_randomization,
     judge,
 )
-from LiverXAILib.volume_io import read_volume  # noqa: E402
+from LiverXAILib.io.volumes import read_volume  # noqa: E402
+from LiverXAILib.models.catalog import resolve_model  # noqa: E402
+from LiverXAILib.models.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing  # noqa: E402
 
 SAMPLE = ROOT / "LiverXAI" / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"
 SLICES = [100, 106]  # as Testing/test_sanity_checks.py

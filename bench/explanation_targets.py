@@ -37,23 +37,23 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LiverXAI"))
 
-from LiverXAILib.attention_measures import (  # noqa: E402
+from LiverXAILib.constants import CLASS_NAMES, LIVER, TUMOR  # noqa: E402
+from LiverXAILib.explain.attention_measures import (  # noqa: E402
     pointing_game,
     region_for_class,
     with_margin,
 )
-from LiverXAILib.cam import CAM_WEIGHTINGS, DEFAULT_WEIGHTING  # noqa: E402
-from LiverXAILib.catalog import resolve_model  # noqa: E402
-from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
-from LiverXAILib.constants import CLASS_NAMES, LIVER, TUMOR  # noqa: E402
-from LiverXAILib.explain import normalize_volume  # noqa: E402
-from LiverXAILib.faithfulness import faithfulness_curves  # noqa: E402
-from LiverXAILib.inference import SliceInferenceEngine  # noqa: E402
-from LiverXAILib.map_grid import labels_on_map_grid, map_spacing  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
-from LiverXAILib.pipeline import run_pipeline  # noqa: E402
-from LiverXAILib.postprocessing import clean_labels  # noqa: E402
-from LiverXAILib.volume_io import read_volume  # noqa: E402
+from LiverXAILib.explain.cam import CAM_WEIGHTINGS, DEFAULT_WEIGHTING  # noqa: E402
+from LiverXAILib.explain.faithfulness import faithfulness_curves  # noqa: E402
+from LiverXAILib.explain.methods import normalize_volume  # noqa: E402
+from LiverXAILib.io.volumes import read_volume  # noqa: E402
+from LiverXAILib.models.catalog import resolve_model  # noqa: E402
+from LiverXAILib.models.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.segment.inference import SliceInferenceEngine  # noqa: E402
+from LiverXAILib.segment.map_grid import labels_on_map_grid, map_spacing  # noqa: E402
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing  # noqa: E402
+from LiverXAILib.segment.pipeline import run_pipeline  # noqa: E402
+from LiverXAILib.segment.postprocessing import clean_labels  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "LiverXAI" / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"

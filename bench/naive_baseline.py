@@ -19,9 +19,9 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing
-from LiverXAILib.postprocessing import clean_labels, label_statistics
-from LiverXAILib.preprocessing import SliceInputSpec
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing
+from LiverXAILib.segment.postprocessing import clean_labels, label_statistics
+from LiverXAILib.segment.preprocessing import SliceInputSpec
 from torch import nn
 
 

@@ -43,16 +43,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from LiverXAILib.batch_norm_folding import fold_batch_norm  # noqa: E402
-from LiverXAILib.catalog import resolve_model  # noqa: E402
-from LiverXAILib.checkpoints import load_checkpoint  # noqa: E402
 from LiverXAILib.constants import DEFAULT_MODEL  # noqa: E402
-from LiverXAILib.explain import cam_layer  # noqa: E402
-from LiverXAILib.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
-from LiverXAILib.orientation import canonical_orientation, canonical_spacing  # noqa: E402
-from LiverXAILib.pipeline import run_pipeline  # noqa: E402
-from LiverXAILib.uncertainty import UncertaintySpec  # noqa: E402
-from LiverXAILib.volume_io import read_volume  # noqa: E402
+from LiverXAILib.explain.methods import cam_layer  # noqa: E402
+from LiverXAILib.io.volumes import read_volume  # noqa: E402
+from LiverXAILib.models.batch_norm_folding import fold_batch_norm  # noqa: E402
+from LiverXAILib.models.catalog import resolve_model  # noqa: E402
+from LiverXAILib.models.checkpoints import load_checkpoint  # noqa: E402
+from LiverXAILib.segment.inference import SliceInferenceEngine, choose_device, describe_device  # noqa: E402
+from LiverXAILib.segment.orientation import canonical_orientation, canonical_spacing  # noqa: E402
+from LiverXAILib.segment.pipeline import run_pipeline  # noqa: E402
+from LiverXAILib.segment.uncertainty import UncertaintySpec  # noqa: E402
 
 DEFAULT_CT = ROOT.parent / "shared" / "data" / "ircadb17" / "ct.nii.gz"
 BUNDLED_CT = ROOT / "LiverXAI" / "Resources" / "Data" / "TotalSegmentatorExampleCT.nii.gz"
@@ -176,10 +176,10 @@ def best_configuration(
 
 
 def scene_run(array: np.ndarray, matrix: np.ndarray, model: str, device: str, batch: int):
-    from LiverXAILib.headless import create_headless_application
-    from LiverXAILib.logic import LiverXAILogic
-    from LiverXAILib.result_nodes import previous_outputs, remove_outputs
-    from LiverXAILib.scene import add_volume_from_array
+    from LiverXAILib.slicer.headless import create_headless_application
+    from LiverXAILib.slicer.logic import LiverXAILogic
+    from LiverXAILib.slicer.previous_results import previous_outputs, remove_outputs
+    from LiverXAILib.slicer.scene import add_volume_from_array
 
     app = create_headless_application()
     node = add_volume_from_array(app.scene, array, matrix, "bench")

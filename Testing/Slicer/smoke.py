@@ -172,7 +172,7 @@ def write_training_cases(
     folder: Path, ct: np.ndarray, labels: np.ndarray, ijk_to_ras: np.ndarray, copies: int = 2
 ) -> Path:
     """LiTS layout (volume-N / segmentation-N) with ``copies`` patients of the same case."""
-    from LiverXAILib.volume_io import write_volume
+    from LiverXAILib.io.volumes import write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     for number in range(1, copies + 1):
@@ -359,7 +359,7 @@ def run(options: Options) -> Report:
     import slicer
 
     report = Report()
-    from LiverXAILib import dependency_flow, slicer_version
+    from LiverXAILib.slicer import dependency_flow, slicer_version
 
     problem = slicer_version.current_problem()
     if not report.check(

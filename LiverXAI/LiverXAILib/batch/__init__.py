@@ -1,0 +1,1 @@
+"""Segment & Explain over a folder of CTs: cases, lock, settings, summary."""

@@ -1,0 +1,377 @@
+"""Segment & Explain a folder or a list of CT cases with one loaded model.
+
+Used by ``LiverXAILogic.processFolder`` / ``processFiles`` (Slicer's Python console) and by
+``python -m LiverXAILib segment DIR --out OUT``. Every case is read into the logic's scene,
+segmented and explained, written to ``OUT/<case>/`` and removed from the scene again, so memory
+stays flat over a long folder. A case's folder is written under a hidden temporary name and
+renamed into place only when complete: an interrupted run never leaves a half-written case
+(leftovers of a crash are removed by the next run). A re-run skips the cases already done with
+the same model and options (``batch_settings``), unless ``overwrite``; a case done with other
+settings is not skipped silently: it fails with the differences, and only ``overwrite`` redoes
+it. A case that fails is recorded with its reason and the run goes on. One run at a time
+writes into an output folder (``batch_lock``): a second one fails at once.
+``OUT/summary.csv`` lists every case of the folder, of this run and earlier ones (one row each),
+and is rewritten atomically after every case, so it is valid at any moment. Finding the cases
+is ``batch_cases``; the summary's rows and table are ``batch_summary``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import Cancelled, InputError
+from .cases import case_names
+from .lock import OutputFolderLocked, output_folder_lock
+from .settings import (
+    case_settings,
+    mismatch_reason,
+    recorded_settings,
+    run_settings,
+    settings_differences,
+)
+from .summary import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    SKIPPED,
+    SUMMARY_FILE,
+    BatchResult,
+    earlier_rows,
+    empty_row,
+    read_complete_report,
+    report_path,
+    report_seconds,
+    row_from_report,
+)
+
+__all__ = [
+    "OutputFolderLocked",
+    "clean_leftovers",
+    "hierarchy_items",
+    "process_files",
+    "read_complete_report",
+    "remove_case_nodes",
+    "report_path",
+]
+
+PARTIAL_PREFIX = ".liverxai-partial-"  # a case being written
+OLD_PREFIX = ".liverxai-old-"  # a previous result being replaced (overwrite)
+
+Progress = Callable[[float, str], None]
+log = logging.getLogger(__name__)
+
+
+# Output folders ---------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def clean_leftovers(output_dir: Path) -> list[Path]:
+    """Remove the temporary folders and files an interrupted run left in ``output_dir``.
+
+    Takes the folder's lock first: a run in progress holds it, so its partial folders are
+    never removed (``OutputFolderLocked`` instead)."""
+    with output_folder_lock(output_dir):
+        return _remove_leftovers(Path(output_dir))
+
+
+def _remove_leftovers(output_dir: Path) -> list[Path]:
+    """``clean_leftovers`` for the run that holds the folder's lock."""
+    removed = []
+    for path in output_dir.iterdir():
+        name = path.name
+        if name.startswith((PARTIAL_PREFIX, OLD_PREFIX)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif name.startswith(f".{SUMMARY_FILE}.") and path.is_file():  # atomic_path's
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _commit(temporary: Path, final: Path) -> None:
+    """Rename a finished case folder into place, replacing an earlier one (overwrite)."""
+    os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+    if not final.exists() and not final.is_symlink():
+        os.rename(temporary, final)
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise FileExistsError(f"{final} exists and is not a case folder; move it away first.")
+    old = final.parent / f"{OLD_PREFIX}{final.name[:40]}-{os.getpid()}-{time.time_ns()}"
+    os.rename(final, old)
+    try:
+        os.rename(temporary, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# Processing -------------------------------------------------------------------------------
+def hierarchy_items(scene: Any) -> set[int]:
+    """IDs of every subject hierarchy item of the scene (none without a hierarchy node)."""
+    import vtk
+
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if hierarchy is None:
+        return set()
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    return {items.GetId(i) for i in range(items.GetNumberOfIds())}
+
+
+def remove_case_nodes(scene: Any, nodes: set[str], items: set[int]) -> None:
+    """Remove every node and subject hierarchy item added since ``nodes`` and ``items``
+    (``scene.node_ids`` and ``hierarchy_items``) were taken.
+
+    ``scene.remove_nodes_except`` removes the nodes with their items; the items that hold
+    no node (the run folder ``segmentAndExplain`` adds) are removed here, or they would pile
+    up over a folder of cases.
+    """
+    from ..slicer import scene as mrml
+
+    mrml.remove_nodes_except(scene, nodes)
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if hierarchy is not None:
+        for item in sorted(hierarchy_items(scene) - items, reverse=True):  # children first
+            if hierarchy.GetItemParent(item):  # still there
+                hierarchy.RemoveItem(item, False, False)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, InputError):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def process_files(
+    logic: Any,
+    inputs: Iterable[str | Path],
+    output_dir: str | Path,
+    progress: Progress | None = None,
+    cancel: Any = None,
+    overwrite: bool = False,
+    keep_in_scene: bool = False,
+    export_formats: Sequence[str] = (),
+    **segment_options: Any,
+) -> BatchResult:
+    """Segment & Explain every input (file or DICOM series folder) into ``output_dir``.
+
+    ``logic`` is a ``LiverXAILogic``: its scene receives each case and its cached network is
+    loaded once for the whole run. ``segment_options`` go to ``segmentAndExplain`` (model,
+    device, explainClasses, uncertainty, ...). Each case is written to
+    ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``, whose ``batch``
+    section records the model's SHA-256 and the options, see :mod:`batch_settings`), then its
+    nodes are removed from the scene unless ``keep_in_scene``; ``export_formats`` (see
+    :mod:`exports`) are written into the case folder too. ``progress(fraction, message)`` gets
+    the overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``)
+    stops the run as soon as possible: the current case is abandoned, leaving nothing behind,
+    and it and every later case get status "cancelled". A case already done with the same
+    model and options is skipped unless ``overwrite``; one done with other settings gets
+    status "failed" (naming the differences) unless ``overwrite`` redoes it; a case that fails
+    gets status "failed" with its reason and the run goes on. ``summary.csv`` keeps the rows
+    of the folder's cases that are not in this run; the returned rows are this run's.
+
+    Raises ``CheckpointError`` for an unusable model before any case is written (an unknown or
+    missing one before anything is), and ``OutputFolderLocked`` (an ``InputError``) at once
+    when another run is writing into ``output_dir``: the folder is locked for the whole run.
+    """
+    output_dir = Path(output_dir)
+    inputs = [Path(path) for path in inputs]
+    names = case_names(inputs)
+    # no 3D display nodes for cases nobody looks at (a kept case can be switched later)
+    segment_options.setdefault("volumeRendering", False)
+    export_formats = tuple(export_formats)
+    report = progress or (lambda _fraction, _message: None)
+    result = BatchResult(output_dir, [empty_row(name) for name in names])
+    settings = run_settings(logic, segment_options)  # resolves and hashes the model, once
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with output_folder_lock(output_dir):  # held for the whole run: nobody else writes here
+        _remove_leftovers(output_dir)
+        if any(overwrite or read_complete_report(output_dir, name) is None for name in names):
+            report(0.0, "Loading model")
+            logic.loadModel(settings["model"])  # errors stop the run here
+        result.previous = earlier_rows(output_dir, names)
+        result.write_summary()
+        _run_cases(
+            logic, inputs, names, result, report, cancel, overwrite, keep_in_scene,
+            export_formats, settings, segment_options,
+        )  # fmt: skip
+    report(1.0, result.describe())
+    return result
+
+
+def _run_cases(
+    logic: Any,
+    inputs: list[Path],
+    names: list[str],
+    result: BatchResult,
+    report: Progress,
+    cancel: Any,
+    overwrite: bool,
+    keep_in_scene: bool,
+    export_formats: tuple[str, ...],
+    settings: dict[str, Any],
+    segment_options: dict[str, Any],
+) -> None:
+    """The loop of ``process_files`` over its cases, with the output folder locked."""
+    output_dir = result.output_dir
+    total = max(len(inputs), 1)
+    current = None
+    try:
+        for index, (path, name) in enumerate(zip(inputs, names, strict=True)):
+            if cancel is not None and cancel.is_set():
+                result.cancelled = True
+                break
+            current = index
+
+            def step(fraction: float, message: str, index: int = index, name: str = name) -> None:
+                report(
+                    (index + min(max(fraction, 0.0), 1.0)) / total,
+                    f"case {index + 1}/{len(inputs)}: {name} — {message}",
+                )
+
+            wanted = case_settings(settings, case_formats(path, export_formats))
+            existing = None if overwrite else read_complete_report(output_dir, name)
+            differences = (
+                []
+                if existing is None
+                else settings_differences(recorded_settings(existing), wanted)
+            )
+            if existing is not None and not differences:
+                seconds = report_seconds(existing)
+                reason = "already done (overwrite to redo)"
+                result.rows[index] = row_from_report(name, existing, SKIPPED, seconds, reason)
+                step(1.0, "already done, skipped")
+            elif existing is not None:
+                result.rows[index] = empty_row(name, FAILED, mismatch_reason(differences))
+                step(1.0, "done before with other settings")
+            else:
+                row, case_result = _process_case(
+                    logic, path, name, output_dir, step, cancel, keep_in_scene, wanted,
+                    segment_options,
+                )  # fmt: skip
+                result.rows[index] = row
+                result.cancelled = row["status"] == CANCELLED
+                if case_result is not None:
+                    result.results[name] = case_result
+                step(1.0, row["status"])
+            result.write_summary()
+            if result.cancelled:
+                break
+    except BaseException as error:  # KeyboardInterrupt, SystemExit: the case was cleaned up
+        result.cancelled = True
+        if current is not None and result.rows[current]["status"] == PENDING:
+            reason = f"interrupted ({type(error).__name__}); nothing was kept"
+            result.rows[current].update(status=CANCELLED, reason=reason)
+        raise
+    finally:
+        if result.cancelled:
+            for row in result.rows:
+                if row["status"] == PENDING:
+                    row.update(status=CANCELLED, reason="not started: the run was cancelled")
+        result.write_summary()
+
+
+def case_formats(path: Path, export_formats: Sequence[str]) -> list[str]:
+    """The export formats written for a case: DICOM SEG only for DICOM inputs (a folder may
+    mix them with NIfTI/NRRD cases)."""
+    return [f for f in export_formats if f != "dicom-seg" or path.is_dir()]
+
+
+def _process_case(
+    logic: Any,
+    path: Path,
+    name: str,
+    output_dir: Path,
+    step: Progress,
+    cancel: Any,
+    keep_in_scene: bool,
+    settings: dict[str, Any],
+    segment_options: dict[str, Any],
+) -> tuple[dict[str, Any], Any]:
+    """Read, segment, explain and write one case; returns its summary row and, with
+    ``keep_in_scene``, its ``SegmentAndExplainResult``. Never raises an ``Exception``: a
+    failure becomes a "failed" row. The scene and the output folder are left as they were,
+    except for the finished case folder and, with ``keep_in_scene``, the case's nodes."""
+    from ..io.result_files import write_json, write_outputs
+    from ..io.volumes import read_volume_and_source
+    from ..slicer import scene as mrml
+
+    started = time.perf_counter()
+    scene = logic.scene
+    before = mrml.node_ids(scene), hierarchy_items(scene)
+    temporary = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{name[:40]}-", dir=output_dir))
+    keep_nodes = False
+    try:
+        step(0.0, "reading")
+        array, ijk_to_ras, source = read_volume_and_source(path)
+        node = mrml.add_volume_from_array(scene, array, ijk_to_ras, name)
+        del array
+        result = logic.segmentAndExplain(
+            node,
+            showResults=False,
+            progressCallback=lambda fraction, message: step(
+                0.05 + 0.8 * fraction, "segmented" if message == "Done" else message
+            ),
+            cancelEvent=cancel,
+            **segment_options,
+        )
+        result.attach_source(source)
+        step(0.86, "writing outputs")
+        report = write_outputs(scene, node, result, temporary, name, path)
+        series = path if path.is_dir() else None
+        formats = settings["exports"]  # case_formats
+        if formats:
+            from ..slicer.exports import export_results
+
+            export_results(
+                scene,
+                node,
+                result,
+                temporary,
+                formats,
+                name,
+                series,
+                dicom_series_uid=source.get("seriesInstanceUID"),
+            )
+        seconds = time.perf_counter() - started
+        report["timings"]["case_total"] = seconds
+        report["batch"] = {
+            "case": name,
+            "input": str(path),
+            "seconds": seconds,
+            "exports": formats,
+            "settings": settings,  # what the outputs were made with (batch_settings)
+        }
+        step(0.98, "writing the report")
+        write_json(temporary / f"{name}_report.json", report)  # the last file: marks complete
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled while writing its outputs; nothing was kept")
+        _commit(temporary, output_dir / name)
+        keep_nodes = keep_in_scene
+        return row_from_report(name, report, DONE, seconds), result if keep_in_scene else None
+    except Cancelled as error:
+        reason = str(error) if "nothing was kept" in str(error) else "cancelled while running"
+        row = empty_row(name, CANCELLED, reason)
+    except Exception as error:
+        if not isinstance(error, InputError):
+            log.warning("LiverXAI batch: case %s failed", name, exc_info=True)
+        row = empty_row(name, FAILED, _reason(error))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not keep_nodes:
+            remove_case_nodes(scene, *before)
+    row["seconds"] = time.perf_counter() - started
+    return row, None

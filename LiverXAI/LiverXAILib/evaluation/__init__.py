@@ -1,0 +1,1 @@
+"""Evaluation with the source papers' metrics, and leave-one-patient-out cross-validation."""

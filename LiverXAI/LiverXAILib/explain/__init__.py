@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM, Integrated Gradients, their quality and sanity, and the review list."""

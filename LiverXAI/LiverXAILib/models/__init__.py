@@ -1,0 +1,1 @@
+"""Networks, checkpoints, the model catalog, downloads and weight folding."""

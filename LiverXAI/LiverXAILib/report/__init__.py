@@ -1,0 +1,1 @@
+"""What a person reads: the HTML report, the overview PNG and the evaluation figures."""

@@ -1,0 +1,3 @@
+"""The Slicer side: the Logic, MRML scene and nodes, 3D display, exports and dependencies.
+
+The only subpackage that imports ``slicer``, ``vtk``, ``qt`` or ``ctk``."""
