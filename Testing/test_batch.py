@@ -19,13 +19,14 @@ import pytest
 import SimpleITK as sitk
 from conftest import ROOT, SAMPLE_SMALL_CT, require
 from LiverXAILib.batch.cases import case_names, find_cases
-from LiverXAILib.batch.runner import hierarchy_items, process_files
+from LiverXAILib.batch.runner import process_files
 from LiverXAILib.batch.summary import SUMMARY_COLUMNS
 from LiverXAILib.cli.main import is_batch_input
 from LiverXAILib.errors import InputError
+from LiverXAILib.slicer.batch_table import summary_table_node
 from LiverXAILib.slicer.headless import create_headless_application
 from LiverXAILib.slicer.logic import LiverXAILogic
-from LiverXAILib.slicer.scene import node_ids
+from LiverXAILib.slicer.scene import hierarchy_items, node_ids
 from test_exports import tilted_series
 from test_volume_io import write_dicom_series
 
@@ -178,7 +179,7 @@ def test_one_model_load_flat_scene_and_a_table_node(first_run):
     nodes, items = first_run["before"]
     assert node_ids(app.scene) == nodes  # no case nodes are left behind
     assert hierarchy_items(app.scene) == items  # nor subject hierarchy items and folders
-    table = result.to_table_node(app.scene)
+    table = summary_table_node(result, app.scene)
     assert node_ids(app.scene) - nodes == {table.GetID()}
     assert table.IsA("vtkMRMLTableNode")
     assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == list(

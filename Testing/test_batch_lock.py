@@ -13,8 +13,8 @@ import threading
 
 import pytest
 from conftest import ROOT
-from LiverXAILib.batch.lock import LOCK_FILE, OutputFolderLocked, output_folder_lock, pid_alive
 from LiverXAILib.batch import lock as batch_lock
+from LiverXAILib.batch.lock import LOCK_FILE, OutputFolderLocked, output_folder_lock, pid_alive
 from LiverXAILib.errors import InputError
 
 HOLDER = textwrap.dedent(

@@ -55,10 +55,8 @@ from .summary import (
 __all__ = [
     "OutputFolderLocked",
     "clean_leftovers",
-    "hierarchy_items",
     "process_files",
     "read_complete_report",
-    "remove_case_nodes",
     "report_path",
 ]
 
@@ -118,36 +116,6 @@ def _commit(temporary: Path, final: Path) -> None:
 
 
 # Processing -------------------------------------------------------------------------------
-def hierarchy_items(scene: Any) -> set[int]:
-    """IDs of every subject hierarchy item of the scene (none without a hierarchy node)."""
-    import vtk
-
-    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-    if hierarchy is None:
-        return set()
-    items = vtk.vtkIdList()
-    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
-    return {items.GetId(i) for i in range(items.GetNumberOfIds())}
-
-
-def remove_case_nodes(scene: Any, nodes: set[str], items: set[int]) -> None:
-    """Remove every node and subject hierarchy item added since ``nodes`` and ``items``
-    (``scene.node_ids`` and ``hierarchy_items``) were taken.
-
-    ``scene.remove_nodes_except`` removes the nodes with their items; the items that hold
-    no node (the run folder ``segmentAndExplain`` adds) are removed here, or they would pile
-    up over a folder of cases.
-    """
-    from ..slicer import scene as mrml
-
-    mrml.remove_nodes_except(scene, nodes)
-    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-    if hierarchy is not None:
-        for item in sorted(hierarchy_items(scene) - items, reverse=True):  # children first
-            if hierarchy.GetItemParent(item):  # still there
-                hierarchy.RemoveItem(item, False, False)
-
-
 def _reason(error: BaseException) -> str:
     if isinstance(error, InputError):
         return str(error)
@@ -311,7 +279,7 @@ def _process_case(
 
     started = time.perf_counter()
     scene = logic.scene
-    before = mrml.node_ids(scene), hierarchy_items(scene)
+    before = mrml.node_ids(scene), mrml.hierarchy_items(scene)
     temporary = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{name[:40]}-", dir=output_dir))
     keep_nodes = False
     try:
@@ -372,6 +340,6 @@ def _process_case(
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
         if not keep_nodes:
-            remove_case_nodes(scene, *before)
+            mrml.remove_case_nodes(scene, *before)
     row["seconds"] = time.perf_counter() - started
     return row, None

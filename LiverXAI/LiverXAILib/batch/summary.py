@@ -191,7 +191,7 @@ def merge_rows(
     return merged + [row for row in current if row["case"] in by_case]
 
 
-def _cell(column: str, value: Any) -> str:
+def cell_text(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if column in NUMBER_COLUMNS:
@@ -205,7 +205,7 @@ def summary_csv(rows: Iterable[dict[str, Any]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
     for row in rows:
-        writer.writerow([_cell(column, row.get(column)) for column in SUMMARY_COLUMNS])
+        writer.writerow([cell_text(column, row.get(column)) for column in SUMMARY_COLUMNS])
     return buffer.getvalue()
 
 
@@ -260,7 +260,7 @@ class BatchResult:
         """The summary as fixed-width text (the CLI prints it); reasons listed below it."""
         headers = ("case", "liver mL", "tumour mL", "tumours", "largest mm", "review", "s")
         columns = SUMMARY_COLUMNS[:7]
-        lines = [[row["case"], *(_cell(c, row[c]) for c in columns[1:])] for row in self.rows]
+        lines = [[row["case"], *(cell_text(c, row[c]) for c in columns[1:])] for row in self.rows]
         table = [list(headers), *lines]
         for line, row in zip(table, [None, *self.rows], strict=True):
             line.append("status" if row is None else row["status"])
@@ -277,30 +277,3 @@ class BatchResult:
             f"{row['case']}: warning: {row['warnings']}" for row in self.rows if row["warnings"]
         ]
         return "\n".join(text)
-
-    def to_table_node(self, scene: Any, name: str = "LiverXAI batch summary") -> Any:
-        """A new vtkMRMLTableNode with the summary's columns (numbers as numbers, empty
-        cells as NaN), units and descriptions."""
-        import vtk
-
-        node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
-        node.SetUseColumnTitleAsColumnHeader(True)
-        for column in SUMMARY_COLUMNS:
-            if column in NUMBER_COLUMNS:
-                array = vtk.vtkDoubleArray()
-                for row in self.rows:
-                    value = row.get(column)
-                    array.InsertNextValue(float("nan") if value is None else float(value))
-            else:
-                array = vtk.vtkStringArray()
-                for row in self.rows:
-                    array.InsertNextValue(_cell(column, row.get(column)))
-            array.SetName(column)
-            node.AddColumn(array)
-            if column in NUMBER_COLUMNS:
-                _decimals, unit, description = NUMBER_COLUMNS[column]
-                node.SetColumnUnitLabel(column, unit)
-                node.SetColumnDescription(column, description)
-        node.SetAttribute("LiverXAI.BatchOutputFolder", str(self.output_dir))
-        node.Modified()
-        return node

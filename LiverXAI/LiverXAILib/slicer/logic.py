@@ -324,6 +324,7 @@ class LiverXAILogic:
         ``summary.csv`` and adds a table node "LiverXAI batch summary". ``options`` go to
         ``segmentAndExplain``. Returns the ``BatchResult`` (rows, ``tableNode``)."""
         from ..batch.runner import process_files
+        from .batch_table import summary_table_node
 
         result = process_files(
             self,
@@ -335,7 +336,7 @@ class LiverXAILogic:
             keep_in_scene=keepInScene,
             **options,
         )
-        result.tableNode = result.to_table_node(self.scene)
+        result.tableNode = summary_table_node(result, self.scene)
         return result
 
     def processFolder(

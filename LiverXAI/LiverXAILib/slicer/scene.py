@@ -167,3 +167,29 @@ def remove_nodes_except(scene: Any, keep: set[str]) -> None:
         node = scene.GetNodeByID(node_id)
         if node is not None:
             remove_node(scene, node)
+
+
+def hierarchy_items(scene: Any) -> set[int]:
+    """IDs of every subject hierarchy item of the scene (none without a hierarchy node)."""
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if hierarchy is None:
+        return set()
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    return {items.GetId(i) for i in range(items.GetNumberOfIds())}
+
+
+def remove_case_nodes(scene: Any, nodes: set[str], items: set[int]) -> None:
+    """Remove every node and subject hierarchy item added since ``nodes`` and ``items``
+    (``node_ids`` and ``hierarchy_items``) were taken.
+
+    ``scene.remove_nodes_except`` removes the nodes with their items; the items that hold
+    no node (the run folder ``segmentAndExplain`` adds) are removed here, or they would pile
+    up over a folder of cases.
+    """
+    remove_nodes_except(scene, nodes)
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if hierarchy is not None:
+        for item in sorted(hierarchy_items(scene) - items, reverse=True):  # children first
+            if hierarchy.GetItemParent(item):  # still there
+                hierarchy.RemoveItem(item, False, False)
