@@ -31,6 +31,7 @@ from LiverXAILib.slicer import slicer_version  # noqa: E402  (imports on any Pyt
 
 if slicer_version.supported():  # the rest of LiverXAILib needs Slicer 5.10 (Python 3.10+)
     from LiverXAILib.errors import Cancelled, NotHounsfieldError
+    from LiverXAILib.options import SegmentAndExplainOptions
     from LiverXAILib.slicer import dependency_flow
     from LiverXAILib.slicer.logic import LiverXAILogic  # noqa: F401
     from LiverXAILib.slicer.remembered_settings import load_settings, save_settings
@@ -111,16 +112,6 @@ class LiverXAIParameterNode:
     exportObj: bool = False
     exportDicomSeg: bool = False
     exportFolder: str = ""
-
-
-IG_BASELINES = {"air": -1000.0, "water": 0.0, "blurred": "blurred"}
-EXPORT_FORMATS = {
-    "nifti": "exportNifti",
-    "nrrd": "exportNrrd",
-    "stl": "exportStl",
-    "obj": "exportObj",
-    "dicom-seg": "exportDicomSeg",
-}
 
 
 class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -370,7 +361,7 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExportButton(self) -> None:
         """Write the last result in the checked formats into the export folder."""
         params = self._parameterNode
-        formats = [name for name, field in EXPORT_FORMATS.items() if getattr(params, field)]
+        formats = SegmentAndExplainOptions.fromParameterNode(params).exports
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
             written = self.logic.exportResults(
                 self._lastResult, self._lastInput, params.exportFolder, formats
@@ -460,40 +451,17 @@ class LiverXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _run(self, allowNonHU: bool):
         params = self._parameterNode
-        explainClasses = [
-            name
-            for name, wanted in (("liver", params.explainLiver), ("tumor", params.explainTumor))
-            if wanted
-        ]
-        methods = [
-            name
-            for name, wanted in (
-                ("gradcam", params.methodGradCam),
-                ("gradcam++", params.methodGradCamPlusPlus),
-                ("integrated-gradients", params.methodIntegratedGradients),
-            )
-            if wanted
-        ]
-        self._runInput = params.inputVolume
-        save_settings(qt.QSettings(), params.device, params.batchSize, explainClasses)
-        return self.logic.segmentAndExplain(
-            params.inputVolume,
-            model=params.model,
-            device=params.device,
-            explainClasses=explainClasses if methods else [],
-            batchSize=params.batchSize,
+        options = SegmentAndExplainOptions.fromParameterNode(
+            params,
             allowNonHU=allowNonHU,
-            progressCallback=self.onProgress,
-            cancelEvent=self._cancelEvent,
             showResults=False,  # _showResult sets the slice views (and fits them)
-            explainMethods=methods,
-            camLayer=params.camLayer or None,
-            uncertainty=params.uncertainty,
-            integratedGradientsSteps=params.integratedGradientsSteps,
-            integratedGradientsBaseline=IG_BASELINES[params.integratedGradientsBaseline],
             existingResults=self._existingResults,
-            volumeRendering=params.volumeRendering,
-            ctVolumeRendering=params.ctVolumeRendering,
+        )
+        self._runInput = params.inputVolume
+        checked = [name for name in ("liver", "tumor") if getattr(params, f"explain{name.title()}")]
+        save_settings(qt.QSettings(), params.device, params.batchSize, checked)
+        return self.logic.segmentAndExplain(
+            params.inputVolume, options, self.onProgress, self._cancelEvent
         )
 
     def _showResult(self, result) -> None:

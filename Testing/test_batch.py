@@ -354,7 +354,7 @@ def test_logic_process_folder_exports_and_adds_the_summary_table_node(headless, 
     result = logic.processFolder(
         cases,
         out,
-        export_formats=("stl", "dicom-seg"),
+        exports=("stl", "dicom-seg"),
         explainClasses=["liver"],
         uncertainty="none",
     )

@@ -113,7 +113,7 @@ def test_a_case_done_with_other_settings_is_not_skipped_silently(done, tmp_path)
     reason = result.rows[0]["reason"]
     default_sha = sha256_file(resolve_model(DEFAULT_MODEL))[:12]
     assert f"model {DEFAULT_MODEL} ({default_sha}…) vs vunet-dev (2d90f82ed6fe…)" in reason
-    result = process_files(logic, cases[:1], out, export_formats=("nrrd",), **OPTIONS)
+    result = process_files(logic, cases[:1], out, exports=("nrrd",), **OPTIONS)
     assert "exports nrrd not written" in result.rows[0]["reason"]
     assert (out / "a" / "a_report.json").stat().st_mtime_ns == written  # nothing redone
 
@@ -130,14 +130,14 @@ def test_a_case_done_with_other_settings_is_not_skipped_silently(done, tmp_path)
     assert [row["status"] for row in result.rows] == ["skipped", "skipped"]
 
 
-def test_every_segment_option_is_classified_for_the_settings(done):
-    """A new segmentAndExplain option must be recorded (it changes the outputs) or not."""
-    import inspect
+def test_every_segment_option_is_classified_for_the_settings():
+    """A new Segment & Explain option must be recorded (it changes the outputs) or not."""
+    import dataclasses
 
-    from LiverXAILib.batch.settings import OTHER_OPTIONS, OUTPUT_OPTIONS
+    from LiverXAILib.options import OTHER_OPTIONS, OUTPUT_OPTIONS, SegmentAndExplainOptions
 
-    parameters = set(inspect.signature(done["logic"].segmentAndExplain).parameters)
-    assert parameters == set(OUTPUT_OPTIONS) | set(OTHER_OPTIONS)
+    fields = [f.name for f in dataclasses.fields(SegmentAndExplainOptions)]
+    assert sorted(fields) == sorted(OUTPUT_OPTIONS + OTHER_OPTIONS)
 
 
 def test_a_second_run_into_the_same_folder_is_refused_at_once(done, tmp_path):

@@ -176,6 +176,7 @@ def best_configuration(
 
 
 def scene_run(array: np.ndarray, matrix: np.ndarray, model: str, device: str, batch: int):
+    from LiverXAILib.options import SegmentAndExplainOptions
     from LiverXAILib.slicer.headless import create_headless_application
     from LiverXAILib.slicer.logic import LiverXAILogic
     from LiverXAILib.slicer.previous_results import previous_outputs, remove_outputs
@@ -184,9 +185,10 @@ def scene_run(array: np.ndarray, matrix: np.ndarray, model: str, device: str, ba
     app = create_headless_application()
     node = add_volume_from_array(app.scene, array, matrix, "bench")
     logic = LiverXAILogic(app.scene, app.appLogic)
+    options = SegmentAndExplainOptions(model=model, device=device, batchSize=batch)
 
     def run() -> None:
-        logic.segmentAndExplain(node, model=model, device=device, batchSize=batch)
+        logic.segmentAndExplain(node, options)
         remove_outputs(app.scene, previous_outputs(app.scene, node))  # nodes, items, folder
 
     return run

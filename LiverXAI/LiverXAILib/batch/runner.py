@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Cancelled, InputError
+from ..options import SegmentAndExplainOptions
 from .cases import case_names
 from .lock import OutputFolderLocked, output_folder_lock
 from .settings import (
@@ -130,39 +131,40 @@ def process_files(
     cancel: Any = None,
     overwrite: bool = False,
     keep_in_scene: bool = False,
-    export_formats: Sequence[str] = (),
-    **segment_options: Any,
+    options: SegmentAndExplainOptions | None = None,
+    **changes: Any,
 ) -> BatchResult:
     """Segment & Explain every input (file or DICOM series folder) into ``output_dir``.
 
     ``logic`` is a ``LiverXAILogic``: its scene receives each case and its cached network is
-    loaded once for the whole run. ``segment_options`` go to ``segmentAndExplain`` (model,
-    device, explainClasses, uncertainty, ...). Each case is written to
-    ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``, whose ``batch``
-    section records the model's SHA-256 and the options, see :mod:`batch_settings`), then its
-    nodes are removed from the scene unless ``keep_in_scene``; ``export_formats`` (see
-    :mod:`exports`) are written into the case folder too. ``progress(fraction, message)`` gets
-    the overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``)
+    loaded once for the whole run. ``options`` (with keyword ``changes`` on top) go to
+    ``segmentAndExplain``; without ``keep_in_scene`` no 3D display is made. Each case is written
+    to ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``, whose ``batch``
+    section records the model's SHA-256 and the options, see :mod:`batch.settings`), then its
+    nodes are removed from the scene unless ``keep_in_scene``; ``options.exports`` (see
+    :mod:`slicer.exports`) are written into the case folder too. ``progress(fraction, message)``
+    gets the overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``)
     stops the run as soon as possible: the current case is abandoned, leaving nothing behind,
-    and it and every later case get status "cancelled". A case already done with the same
-    model and options is skipped unless ``overwrite``; one done with other settings gets
-    status "failed" (naming the differences) unless ``overwrite`` redoes it; a case that fails
-    gets status "failed" with its reason and the run goes on. ``summary.csv`` keeps the rows
-    of the folder's cases that are not in this run; the returned rows are this run's.
+    and it and every later case get status "cancelled". A case already done with the same model
+    and options is skipped unless ``overwrite``; one done with other settings gets status
+    "failed" (naming the differences) unless ``overwrite`` redoes it; a case that fails gets
+    status "failed" with its reason and the run goes on. ``summary.csv`` keeps the rows of the
+    folder's cases that are not in this run; the returned rows are this run's.
 
     Raises ``CheckpointError`` for an unusable model before any case is written (an unknown or
-    missing one before anything is), and ``OutputFolderLocked`` (an ``InputError``) at once
-    when another run is writing into ``output_dir``: the folder is locked for the whole run.
+    missing one before anything is), and ``OutputFolderLocked`` (an ``InputError``) at once when
+    another run is writing into ``output_dir``: the folder is locked for the whole run.
     """
     output_dir = Path(output_dir)
     inputs = [Path(path) for path in inputs]
     names = case_names(inputs)
-    # no 3D display nodes for cases nobody looks at (a kept case can be switched later)
-    segment_options.setdefault("volumeRendering", False)
-    export_formats = tuple(export_formats)
+    options = (options or SegmentAndExplainOptions()).replace(showResults=False, **changes)
+    if not keep_in_scene:  # no 3D display nodes for cases nobody looks at
+        options = options.replace(volumeRendering=False, ctVolumeRendering=False)
+    options = options.validate()  # before the folder is touched
     report = progress or (lambda _fraction, _message: None)
     result = BatchResult(output_dir, [empty_row(name) for name in names])
-    settings = run_settings(logic, segment_options)  # resolves and hashes the model, once
+    settings = run_settings(options)  # resolves and hashes the model, once
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with output_folder_lock(output_dir):  # held for the whole run: nobody else writes here
@@ -173,8 +175,8 @@ def process_files(
         result.previous = earlier_rows(output_dir, names)
         result.write_summary()
         _run_cases(
-            logic, inputs, names, result, report, cancel, overwrite, keep_in_scene,
-            export_formats, settings, segment_options,
+            logic, inputs, names, result, report, cancel, overwrite, keep_in_scene, settings,
+            options,
         )  # fmt: skip
     report(1.0, result.describe())
     return result
@@ -189,9 +191,8 @@ def _run_cases(
     cancel: Any,
     overwrite: bool,
     keep_in_scene: bool,
-    export_formats: tuple[str, ...],
     settings: dict[str, Any],
-    segment_options: dict[str, Any],
+    options: SegmentAndExplainOptions,
 ) -> None:
     """The loop of ``process_files`` over its cases, with the output folder locked."""
     output_dir = result.output_dir
@@ -210,7 +211,7 @@ def _run_cases(
                     f"case {index + 1}/{len(inputs)}: {name} — {message}",
                 )
 
-            wanted = case_settings(settings, case_formats(path, export_formats))
+            wanted = case_settings(settings, case_formats(path, options.exports))
             existing = None if overwrite else read_complete_report(output_dir, name)
             differences = (
                 []
@@ -227,8 +228,7 @@ def _run_cases(
                 step(1.0, "done before with other settings")
             else:
                 row, case_result = _process_case(
-                    logic, path, name, output_dir, step, cancel, keep_in_scene, wanted,
-                    segment_options,
+                    logic, path, name, output_dir, step, cancel, keep_in_scene, wanted, options,
                 )  # fmt: skip
                 result.rows[index] = row
                 result.cancelled = row["status"] == CANCELLED
@@ -267,7 +267,7 @@ def _process_case(
     cancel: Any,
     keep_in_scene: bool,
     settings: dict[str, Any],
-    segment_options: dict[str, Any],
+    options: SegmentAndExplainOptions,
 ) -> tuple[dict[str, Any], Any]:
     """Read, segment, explain and write one case; returns its summary row and, with
     ``keep_in_scene``, its ``SegmentAndExplainResult``. Never raises an ``Exception``: a
@@ -289,12 +289,11 @@ def _process_case(
         del array
         result = logic.segmentAndExplain(
             node,
-            showResults=False,
+            options,
             progressCallback=lambda fraction, message: step(
                 0.05 + 0.8 * fraction, "segmented" if message == "Done" else message
             ),
             cancelEvent=cancel,
-            **segment_options,
         )
         result.attach_source(source)
         step(0.86, "writing outputs")

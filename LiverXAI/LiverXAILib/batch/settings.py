@@ -12,35 +12,12 @@ without a CAM method, the IG settings without Integrated Gradients).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..constants import DEFAULT_MODEL
+from ..options import SegmentAndExplainOptions
 
-# segmentAndExplain's parameters, by whether they change what a case writes
-OUTPUT_OPTIONS = (
-    "model",
-    "explainClasses",
-    "explainMethods",
-    "camLayer",
-    "uncertainty",
-    "integratedGradientsSteps",
-    "integratedGradientsBaseline",
-    "allowNonHU",
-)
-OTHER_OPTIONS = (
-    "inputVolumeNode",
-    "device",
-    "batchSize",
-    "progressCallback",
-    "cancelEvent",
-    "showResults",
-    "existingResults",
-    "volumeRendering",
-    "ctVolumeRendering",
-)
 NOT_COMPARED = ("model", "allowNonHU", "exports")  # model: its SHA-256 is; exports: a subset
 LABELS = {
     "explainClasses": "explained classes",
@@ -51,46 +28,28 @@ LABELS = {
 }
 
 
-def _defaults(logic: Any) -> dict[str, Any]:
-    """``segmentAndExplain``'s default for each output option (None where it has none)."""
-    try:
-        parameters = inspect.signature(logic.segmentAndExplain).parameters
-    except (AttributeError, TypeError, ValueError):
-        parameters = {}
-    defaults = {name: None for name in OUTPUT_OPTIONS}
-    for name in OUTPUT_OPTIONS:
-        parameter = parameters.get(name)
-        if parameter is not None and parameter.default is not inspect.Parameter.empty:
-            defaults[name] = parameter.default
-    defaults["model"] = defaults["model"] or DEFAULT_MODEL
-    return defaults
-
-
-def run_settings(logic: Any, segment_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of a run (without exports, see ``case_settings``), from the options given
-    to ``process_files`` and ``segmentAndExplain``'s defaults. Resolves the model and hashes
-    its file: raises ``CheckpointError`` for a model that is unknown or missing."""
+def run_settings(options: SegmentAndExplainOptions) -> dict[str, Any]:
+    """The settings of a run (without exports, see ``case_settings``): the options that
+    change the outputs. Resolves the model and hashes its file: raises ``CheckpointError``
+    for a model that is unknown or missing."""
     from ..explain.methods import METHODS
     from ..models.catalog import resolve_model, sha256_file
 
-    options = {**_defaults(logic), **segment_options}
-    model = str(options["model"])
-    classes = [str(name) for name in options["explainClasses"] or ()]
-    methods = list(dict.fromkeys(options["explainMethods"] or ())) if classes else []
+    methods = options.methodsToRun
     uses_layer = any(m in METHODS and METHODS[m].uses_layer for m in methods)
     integrated = {
-        "steps": options["integratedGradientsSteps"],
-        "baseline": options["integratedGradientsBaseline"],
+        "steps": options.integratedGradientsSteps,
+        "baseline": options.integratedGradientsBaseline,
     }
     return {
-        "model": model,
-        "modelSha256": sha256_file(resolve_model(model)),
-        "explainClasses": classes,
+        "model": str(options.model),
+        "modelSha256": sha256_file(resolve_model(options.model)),
+        "explainClasses": list(options.explainClasses),
         "explainMethods": methods,
-        "camLayer": options["camLayer"] if uses_layer else None,
-        "uncertainty": str(options["uncertainty"]),
+        "camLayer": options.camLayer if uses_layer else None,
+        "uncertainty": options.uncertainty,
         "integratedGradients": integrated if "integrated-gradients" in methods else None,
-        "allowNonHU": bool(options["allowNonHU"]),
+        "allowNonHU": options.allowNonHU,
     }
 
 

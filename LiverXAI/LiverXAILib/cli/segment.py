@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import Cancelled, CheckpointError, InputError
+from ..options import SegmentAndExplainOptions
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -58,7 +59,7 @@ def segment_file(
     del array
     logic = LiverXAILogic(app.scene, app.appLogic)
     result = logic.segmentAndExplain(
-        input_node, progressCallback=_progress, cancelEvent=cancel, **_segment_options(args)
+        input_node, segment_options(args), progressCallback=_progress, cancelEvent=cancel
     )
     result.attach_source(source)
     if sys.stderr.isatty():
@@ -130,20 +131,21 @@ def _write_scene_bundle(scene: object, path: Path) -> None:
         os.replace(temporary, path)
 
 
-def _segment_options(args: argparse.Namespace) -> dict:
-    """``segmentAndExplain`` keyword arguments from the segment / demo options."""
-    return {
-        "model": args.model,
-        "device": args.device,
-        "explainClasses": args.explain,
-        "batchSize": args.batch_size,
-        "allowNonHU": args.allow_non_hu,
-        "explainMethods": args.methods,
-        "camLayer": args.layer,
-        "uncertainty": args.uncertainty,
-        "integratedGradientsSteps": args.ig_steps,
-        "integratedGradientsBaseline": args.ig_baseline,
-    }
+def segment_options(args: argparse.Namespace) -> SegmentAndExplainOptions:
+    """The Segment & Explain options of the segment / demo command line."""
+    return SegmentAndExplainOptions(
+        model=args.model,
+        device=args.device,
+        explainClasses=tuple(args.explain),
+        batchSize=args.batch_size,
+        allowNonHU=args.allow_non_hu,
+        explainMethods=tuple(args.methods),
+        camLayer=args.layer,
+        uncertainty=args.uncertainty,
+        integratedGradientsSteps=args.ig_steps,
+        integratedGradientsBaseline=args.ig_baseline,
+        exports=tuple(getattr(args, "export", None) or ()),
+    )
 
 
 def is_batch_input(path: Path) -> bool:
@@ -178,8 +180,7 @@ def segment_folder(args: argparse.Namespace, input_dir: Path) -> int:
                 progress=_progress,
                 cancel=cancel,
                 overwrite=args.overwrite,
-                export_formats=args.export,
-                **_segment_options(args),
+                options=segment_options(args),
             )
         except KeyboardInterrupt:
             print(f"\nInterrupted; no partial case was left in {args.out}", file=sys.stderr)

@@ -138,19 +138,3 @@ def check_geometry(ijk_to_ras: np.ndarray, shape: tuple[int, ...], name: str) ->
 
 def _mm(spacing: np.ndarray) -> str:
     return " × ".join(f"{value:g}" for value in spacing) + " mm"
-
-
-def check_segment_options(batch_size: int, ig_steps: int, ig_baseline: float | str) -> None:
-    """Raise ``ValueError`` naming an option out of range, before any work starts."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batchSize={batch_size!r}: give a whole number of slices, at least 1.")
-    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
-        raise ValueError(
-            f"integratedGradientsSteps={ig_steps!r}: give a whole number of steps, at least 1."
-        )
-    if ig_baseline != "blurred" and not (
-        isinstance(ig_baseline, int | float) and np.isfinite(ig_baseline)
-    ):
-        raise ValueError(
-            f"integratedGradientsBaseline={ig_baseline!r}: give a value in HU or 'blurred'."
-        )

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import CLASS_NAMES, DEFAULT_MODEL, EXPLAINABLE_CLASSES
+from ..constants import CLASS_NAMES, DEFAULT_MODEL
 from ..errors import Cancelled, InputError
 from ..models.catalog import read_catalog, resolve_model
-from ..segment.input_checks import check_ct_array, check_segment_options
+from ..options import SegmentAndExplainOptions
+from ..segment.input_checks import check_ct_array
 from ..segment.orientation import canonical_orientation
 from . import scene as mrml
 from .display3d import (
@@ -36,8 +37,6 @@ from .previous_results import (
     remove_outputs,
 )
 from .results import SegmentAndExplainResult, review_item_slices
-
-EXISTING_RESULTS = ("keep", "replace")
 
 # torch-dependent parts (checkpoints, inference, explain, networks) are imported inside the
 # methods that use them, so the Slicer module loads and can offer to install torch first.
@@ -149,41 +148,26 @@ class LiverXAILogic:
     def segmentAndExplain(
         self,
         inputVolumeNode: Any,
-        model: str = DEFAULT_MODEL,
-        device: str = "auto",
-        explainClasses: Sequence[str] = EXPLAINABLE_CLASSES,
-        batchSize: int = 16,
-        allowNonHU: bool = False,
+        options: SegmentAndExplainOptions | None = None,
         progressCallback: Callable[[float, str], None] | None = None,
         cancelEvent: threading.Event | None = None,
-        showResults: bool = True,
-        explainMethods: Sequence[str] = ("gradcam",),
-        camLayer: str | None = None,
-        uncertainty: str = "tta",
-        integratedGradientsSteps: int = 32,
-        integratedGradientsBaseline: float | str = -1000.0,
-        existingResults: str = "keep",
-        volumeRendering: bool = True,
-        ctVolumeRendering: bool = False,
+        **changes: Any,
     ) -> SegmentAndExplainResult:
         """Segment liver and tumour in ``inputVolumeNode`` and explain the chosen classes.
 
-        Adds a labelmap (0 background, 1 liver, 2 tumor), one heatmap volume per explained
-        class and method (``gradcam``, ``gradcam++``, ``integrated-gradients``; values in
-        [0, 1], normalised once per volume), an uncertainty volume (``uncertainty``: ``tta``,
-        ``mc-dropout`` or ``none``) and a segmentation with closed surfaces, all with the
-        input's geometry; measures the explanations and lists slices to review. ``camLayer``
-        names the Grad-CAM layer (default: the model's).
-
-        In 3D the result is volume rendered (``volumeRendering``; else surfaces), optionally
-        with the CT itself (``ctVolumeRendering``). The outputs go into one subject hierarchy
-        folder under the input's study, their descriptions name the model and the date, and
-        earlier results for the same input are kept (``existingResults="keep"``, unique names)
-        or removed once the new ones are complete (``"replace"``). Raises ``InputError`` for
-        unusable input, ``CheckpointError`` for a bad model and ``Cancelled`` when
-        ``cancelEvent`` is set; in every failure the scene is left as it was.
+        ``options`` (a ``SegmentAndExplainOptions``; default: the module's defaults) say how,
+        and keyword ``changes`` override single fields for the console
+        (``segmentAndExplain(node, uncertainty="none")``). Adds a labelmap (0 background,
+        1 liver, 2 tumor), one heatmap volume per explained class and method (values in
+        [0, 1], normalised once per volume), an uncertainty volume and a segmentation with
+        closed surfaces, all with the input's geometry, filed in one subject hierarchy folder
+        under the input's study; measures the explanations and lists slices to review.
+        Earlier results for the same input are kept or replaced (``existingResults``).
+        Raises ``ValueError`` for an option out of range, ``InputError`` for unusable input,
+        ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is set; in
+        every failure the scene is left as it was.
         """
-        from ..explain.methods import METHODS, check_methods
+        from ..explain.methods import METHODS
         from ..segment.inference import SliceInferenceEngine, choose_device, describe_device
         from ..segment.pipeline import run_pipeline
         from ..segment.uncertainty import UncertaintySpec
@@ -191,20 +175,14 @@ class LiverXAILogic:
         started = time.perf_counter()
         report = progressCallback or (lambda _fraction, _message: None)
         check_input_volume(inputVolumeNode)
-        check_segment_options(batchSize, integratedGradientsSteps, integratedGradientsBaseline)
-        unknown = [name for name in explainClasses if name not in EXPLAINABLE_CLASSES]
-        if unknown:
-            raise ValueError(f"Cannot explain {unknown}: choose from {list(EXPLAINABLE_CLASSES)}.")
-        if existingResults not in EXISTING_RESULTS:
-            raise ValueError(
-                f"existingResults={existingResults!r}: choose from {list(EXISTING_RESULTS)}."
-            )
-        class_ids = [CLASS_NAMES.index(name) for name in explainClasses]
-        methods = check_methods(explainMethods) if class_ids else []
-        uncertainty_spec = UncertaintySpec.from_name(uncertainty)
+        options = (options or SegmentAndExplainOptions()).replace(**changes).validate()
+        model, device = options.model, options.device
+        class_ids = [CLASS_NAMES.index(name) for name in options.explainClasses]
+        methods = options.methodsToRun
+        uncertainty_spec = UncertaintySpec.from_name(options.uncertainty)
 
         array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
-        checked = check_ct_array(array, ijk_to_ras, inputVolumeNode.GetName(), allowNonHU)
+        checked = check_ct_array(array, ijk_to_ras, inputVolumeNode.GetName(), options.allowNonHU)
         array = checked.array
         report(0.0, "Loading model")
         network, metadata = self.loadModel(model)
@@ -212,11 +190,11 @@ class LiverXAILogic:
             network,
             metadata.input_spec(),
             choose_device(device),
-            batchSize,
-            cam_layer=camLayer,
+            options.batchSize,
+            cam_layer=options.camLayer,
             ig_options={
-                "steps": integratedGradientsSteps,
-                "baseline": integratedGradientsBaseline,
+                "steps": options.integratedGradientsSteps,
+                "baseline": options.integratedGradientsBaseline,
             },
             tumor_bias=metadata.tumor_bias,
             min_tumor_ml=metadata.min_tumor_ml,
@@ -251,10 +229,10 @@ class LiverXAILogic:
             result.uncertainty,
             uncertainty_spec.describe() if uncertainty_spec else "",
             run,
-            showResults,
-            Display3D(volumeRendering, ctVolumeRendering),
+            options.showResults,
+            Display3D(options.volumeRendering, options.ctVolumeRendering),
         )
-        if existingResults == "replace":
+        if options.existingResults == "replace":
             remove_outputs(self.scene, previous_outputs(self.scene, inputVolumeNode, run.name))
         timings["scene"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
@@ -317,12 +295,15 @@ class LiverXAILogic:
         cancelEvent: threading.Event | None = None,
         overwrite: bool = False,
         keepInScene: bool = False,
-        **options: Any,
+        options: SegmentAndExplainOptions | None = None,
+        **changes: Any,
     ) -> Any:
         """Segment & Explain each file (NIfTI, NRRD or DICOM series folder) into
         ``outputDir/<case>/`` with one loaded model, going on past a bad case; writes
-        ``summary.csv`` and adds a table node "LiverXAI batch summary". ``options`` go to
-        ``segmentAndExplain``. Returns the ``BatchResult`` (rows, ``tableNode``)."""
+        ``summary.csv`` and adds a table node "LiverXAI batch summary". ``options`` (a
+        ``SegmentAndExplainOptions``, with keyword ``changes`` on top; ``exports`` are written
+        into each case folder) go to ``segmentAndExplain``. Returns the ``BatchResult`` (rows,
+        ``tableNode``)."""
         from ..batch.runner import process_files
         from .batch_table import summary_table_node
 
@@ -334,7 +315,8 @@ class LiverXAILogic:
             cancel=cancelEvent,
             overwrite=overwrite,
             keep_in_scene=keepInScene,
-            **options,
+            options=options,
+            **changes,
         )
         result.tableNode = summary_table_node(result, self.scene)
         return result
@@ -346,14 +328,21 @@ class LiverXAILogic:
         progressCallback: Callable[[float, str], None] | None = None,
         cancelEvent: threading.Event | None = None,
         overwrite: bool = False,
-        **options: Any,
+        options: SegmentAndExplainOptions | None = None,
+        **changes: Any,
     ) -> Any:
         """``processFiles`` for every case in a folder: NIfTI/NRRD files and DICOM series
         sub-folders (hidden files, our own outputs and other files are ignored)."""
         from ..batch.cases import find_cases
 
         return self.processFiles(
-            find_cases(inputDir), outputDir, progressCallback, cancelEvent, overwrite, **options
+            find_cases(inputDir),
+            outputDir,
+            progressCallback,
+            cancelEvent,
+            overwrite,
+            options=options,
+            **changes,
         )
 
     def writeReport(
