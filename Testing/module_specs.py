@@ -31,6 +31,10 @@ class ModuleSpec:
     # Widgets that must start disabled / collapsible sections that must start collapsed.
     initially_disabled: tuple[str, ...] = ()
     initially_collapsed: tuple[str, ...] = ()
+    # The Widget's work lives in LiverXAILib/slicer: the panel class mixed into the Widget and
+    # the files of panel, parameter node and self-test (the module file stays thin).
+    panel: str = ""
+    library_files: tuple[str, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -39,6 +43,12 @@ class ModuleSpec:
     @property
     def module_py(self) -> Path:
         return self.folder / f"{self.name}.py"
+
+    @property
+    def implementation_files(self) -> list[Path]:
+        """The module file and the library files that hold its Widget's work."""
+        library = ROOT / "LiverXAI" / "LiverXAILib" / "slicer"
+        return [self.module_py, *(library / name for name in self.library_files)]
 
     @property
     def ui_file(self) -> Path:
@@ -96,6 +106,13 @@ LIVERXAI = ModuleSpec(
     bound_in_code={"model": "modelSelector", "camLayer": "camLayerSelector"},
     initially_disabled=("cancelButton", "openReportButton", "downloadModelButton", "exportButton"),
     initially_collapsed=("advancedCollapsibleButton",),
+    panel="SegmentExplainPanel",
+    library_files=(
+        "parameter_node_panel.py",
+        "segment_panel.py",
+        "segment_parameters.py",
+        "segment_self_test.py",
+    ),
 )
 
 TRAINING = ModuleSpec(
@@ -140,6 +157,13 @@ TRAINING = ModuleSpec(
     bound_in_code={"architecture": "architectureSelector"},
     initially_disabled=("trainButton", "stopButton", "evaluateButton"),
     initially_collapsed=("advancedCollapsibleButton",),
+    panel="TrainingPanel",
+    library_files=(
+        "parameter_node_panel.py",
+        "training_panel.py",
+        "training_parameters.py",
+        "training_self_test.py",
+    ),
 )
 
 MODULES = [LIVERXAI, TRAINING]
@@ -160,7 +184,13 @@ def string_property(widget: ET.Element, name: str) -> str | None:
 
 
 def module_source(module: ModuleSpec) -> str:
+    """The module file alone."""
     return module.module_py.read_text(encoding="utf-8")
+
+
+def widget_source(module: ModuleSpec) -> str:
+    """The module file and the library files of its Widget, one after the other."""
+    return "\n\n".join(path.read_text(encoding="utf-8") for path in module.implementation_files)
 
 
 def module_tree(module: ModuleSpec) -> ast.Module:
@@ -168,4 +198,6 @@ def module_tree(module: ModuleSpec) -> ast.Module:
 
 
 def top_level_classes(module: ModuleSpec) -> dict[str, ast.ClassDef]:
-    return {n.name: n for n in module_tree(module).body if isinstance(n, ast.ClassDef)}
+    """Classes of the module file and of its Widget's library files, by name."""
+    tree = ast.parse(widget_source(module))
+    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}

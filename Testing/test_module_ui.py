@@ -15,11 +15,11 @@ from module_specs import (
     TRAINING,
     ModuleSpec,
     each_module,
-    module_source,
     string_property,
     top_level_classes,
     ui_root,
     ui_widgets,
+    widget_source,
 )
 
 # Widget classes Slicer's parameterNodeWrapper can connect to a field of each type
@@ -143,7 +143,7 @@ def test_bound_widgets_can_be_connected_to_their_field_type(module):
 
 @each_module
 def test_fields_bound_in_code_are_really_bound_in_code(module):
-    source = module_source(module)
+    source = widget_source(module)
     widgets = ui_widgets(module)
     for name, widget in module.bound_in_code.items():
         assert widget in widgets
@@ -203,7 +203,7 @@ def test_spin_box_ranges_and_defaults_match_the_parameters(module):
 
 @each_module
 def test_module_file_references_only_existing_widgets(module):
-    referenced = set(re.findall(r"self\.ui\.(\w+)", module_source(module)))
+    referenced = set(re.findall(r"self\.ui\.(\w+)", widget_source(module)))
     assert referenced, f"{module.module_py.name} uses no self.ui widgets"
     missing = sorted(referenced - set(ui_widgets(module)))
     assert not missing, f"{module.module_py.name} references widgets not in the .ui: {missing}"

@@ -4,11 +4,11 @@ module's parameter node read into it."""
 from __future__ import annotations
 
 import ast
-import re
 import dataclasses
+import re
 
 import pytest
-from LiverXAILib import SegmentAndExplainOptions
+from LiverXAILib import SegmentAndExplainOptions, constants
 from LiverXAILib.constants import DEFAULT_MODEL
 from LiverXAILib.options import CLASS_FIELDS, EXPORT_FIELDS, METHOD_FIELDS, OUTPUT_OPTIONS
 from module_specs import LIVERXAI, top_level_classes
@@ -22,7 +22,10 @@ def parameter_node_defaults() -> dict[str, object]:
     for item in node.body:
         if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
             value = item.value
-            defaults[item.target.id] = ast.literal_eval(value) if value is not None else None
+            if isinstance(value, ast.Name):  # a shared constant, e.g. DEFAULT_MODEL
+                defaults[item.target.id] = getattr(constants, value.id)
+            else:
+                defaults[item.target.id] = ast.literal_eval(value) if value is not None else None
     return defaults
 
 

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from module_specs import LIVERXAI, ROOT, TRAINING, module_source, ui_widgets
+from module_specs import LIVERXAI, ROOT, TRAINING, ui_widgets, widget_source
 
 SMOKE = ROOT / "Testing" / "Slicer" / "smoke.py"
 
@@ -60,7 +60,7 @@ def test_uses_widgets_and_attributes_the_modules_have(function, module):
     used = set(re.findall(r"\bui\.(\w+)", source))
     assert used and not used - set(ui_widgets(module)), used - set(ui_widgets(module))
     attributes = set(re.findall(r"\bwidget\.(\w+)", source)) - {"ui", "parent", "enter"}
-    module_text = module_source(module)
+    module_text = widget_source(module)
     for name in attributes:
         assert f"self.{name} =" in module_text, f"{module.name}Widget has no {name}"
 

@@ -124,3 +124,18 @@ def skip_test_if_unsupported() -> None:
         import unittest
 
         raise unittest.SkipTest(message)
+
+
+class UnsupportedPanel:
+    """Stands in for a module's panel (and its self-test checks) on an older Slicer: the
+    Widget shows the message only (``show_in_panel``), so entering, leaving and cleaning up
+    do nothing."""
+
+    def enter(self) -> None:
+        pass
+
+    def exit(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        pass
