@@ -116,7 +116,8 @@ def make_screenshots(out: Path) -> dict[str, Path]:
     with tempfile.TemporaryDirectory(prefix="liverxai-screenshots-") as folder:
         work = Path(folder)
         stem = volume_stem(SAMPLE)  # as the segment command names its files
-        write_outputs(app.scene, ct, result, work, stem, SAMPLE)
+        segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
+        write_outputs(result, array, segmentation, work, stem, SAMPLE)
         overview = Image.open(work / f"{stem}_overview.png").convert("RGB")
         bounds = [0.0] * 6
         ct.GetRASBounds(bounds)  # the whole CT: the bones frame the liver

@@ -210,3 +210,16 @@ def test_find_cases_ignores_outputs_written_beside_the_cases(tmp_path):
         "my ct.nii.gz",
         "series",
     ]
+
+
+def test_cases_nobody_keeps_never_enter_the_users_scene(done, tmp_path):
+    folder, logic = done["folder"], done["logic"]
+    before = logic.scene.GetNumberOfNodes()
+    seen = []
+
+    def progress(_fraction, _message):  # during the run, not only after it
+        seen.append(logic.scene.GetNumberOfNodes())
+
+    result = process_files(logic, [folder / "c.nii.gz"], tmp_path / "out", progress, **OPTIONS)
+    assert [row["status"] for row in result.rows] == ["done"]
+    assert set(seen) == {before}

@@ -353,3 +353,24 @@ def test_unknown_explanation_method_or_uncertainty_is_named_before_anything_runs
     with pytest.raises(ValueError, match="no dropout"):
         logic.segmentAndExplain(node, uncertainty="mc-dropout")
     assert app.scene.GetNumberOfNodes() == before
+
+
+def test_report_and_files_come_from_the_results_arrays_not_the_scene(sample, tmp_path):
+    """Files are written from what the run produced: removing (or editing) the output nodes
+    afterwards does not change them."""
+    from LiverXAILib.io.result_files import write_reports
+
+    app, node, logic = sample
+    result = logic.segmentAndExplain(node, explainClasses=["liver"], uncertainty="none")
+    arrays = result.arrays
+    labelmap = app.scene.GetNodeByID(result.labelmapNodeID)
+    np.testing.assert_array_equal(arrays.input_order(arrays.labels), read_volume_node(labelmap)[0])
+    heatmap = app.scene.GetNodeByID(result.explanationNodeIDs["gradcam"]["liver"])
+    map_values = arrays.heatmaps["gradcam"]["liver"]
+    np.testing.assert_array_equal(arrays.input_order(map_values), read_volume_node(heatmap)[0])
+    np.testing.assert_allclose(arrays.map_ijk_to_ras(map_values), ijk_to_ras_array(heatmap))
+    for node_id in (result.labelmapNodeID, *result.heatmapNodeIDs.values()):
+        app.scene.RemoveNode(app.scene.GetNodeByID(node_id))
+    html = write_reports(result, read_volume_node(node)[0], tmp_path, "case")
+    assert html.is_file() and (tmp_path / "case_report.json").is_file()
+    assert "arrays" not in result.to_dict()

@@ -1,8 +1,9 @@
 """Segment & Explain a folder or a list of CT cases with one loaded model.
 
 Used by ``LiverXAILogic.processFolder`` / ``processFiles`` (Slicer's Python console) and by
-``python -m LiverXAILib segment DIR --out OUT``. Every case is read into the logic's scene,
-segmented and explained, written to ``OUT/<case>/`` and removed from the scene again, so memory
+``python -m LiverXAILib segment DIR --out OUT``. Every case is read into a private scene of
+its own (the user's scene only when the cases are to be kept there), segmented and explained,
+written to ``OUT/<case>/`` from the run's arrays and removed from that scene again, so memory
 stays flat over a long folder. A case's folder is written under a hidden temporary name and
 renamed into place only when complete: an interrupted run never leaves a half-written case
 (leftovers of a crash are removed by the next run). A re-run skips the cases already done with
@@ -136,20 +137,21 @@ def process_files(
 ) -> BatchResult:
     """Segment & Explain every input (file or DICOM series folder) into ``output_dir``.
 
-    ``logic`` is a ``LiverXAILogic``: its scene receives each case and its cached network is
-    loaded once for the whole run. ``options`` (with keyword ``changes`` on top) go to
-    ``segmentAndExplain``; without ``keep_in_scene`` no 3D display is made. Each case is written
-    to ``output_dir/<case>/`` (``write_outputs`` plus ``<case>_report.json``, whose ``batch``
-    section records the model's SHA-256 and the options, see :mod:`batch.settings`), then its
-    nodes are removed from the scene unless ``keep_in_scene``; ``options.exports`` (see
-    :mod:`slicer.exports`) are written into the case folder too. ``progress(fraction, message)``
-    gets the overall fraction and "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``)
-    stops the run as soon as possible: the current case is abandoned, leaving nothing behind,
-    and it and every later case get status "cancelled". A case already done with the same model
-    and options is skipped unless ``overwrite``; one done with other settings gets status
-    "failed" (naming the differences) unless ``overwrite`` redoes it; a case that fails gets
-    status "failed" with its reason and the run goes on. ``summary.csv`` keeps the rows of the
-    folder's cases that are not in this run; the returned rows are this run's.
+    ``logic`` is a ``LiverXAILogic``: its cached network is loaded once for the whole run, and
+    its scene receives the cases only with ``keep_in_scene`` (else a private scene does).
+    ``options`` (with keyword ``changes`` on top) go to ``segmentAndExplain``; without
+    ``keep_in_scene`` no 3D display is made. Each case is written to ``output_dir/<case>/``
+    (``write_outputs`` plus ``<case>_report.json``, whose ``batch`` section records the model's
+    SHA-256 and the options, see :mod:`batch.settings`), then its nodes are removed from the
+    scene unless ``keep_in_scene``; ``options.exports`` (see :mod:`slicer.exports`) are written
+    into the case folder too. ``progress(fraction, message)`` gets the overall fraction and
+    "case i/n: name — step". ``cancel`` (e.g. ``threading.Event``) stops the run as soon as
+    possible: the current case is abandoned, leaving nothing behind, and it and every later case
+    get status "cancelled". A case already done with the same model and options is skipped
+    unless ``overwrite``; one done with other settings gets status "failed" (naming the
+    differences) unless ``overwrite`` redoes it; a case that fails gets status "failed" with its
+    reason and the run goes on. ``summary.csv`` keeps the rows of the folder's cases that are
+    not in this run; the returned rows are this run's.
 
     Raises ``CheckpointError`` for an unusable model before any case is written (an unknown or
     missing one before anything is), and ``OutputFolderLocked`` (an ``InputError``) at once when
@@ -165,6 +167,8 @@ def process_files(
     report = progress or (lambda _fraction, _message: None)
     result = BatchResult(output_dir, [empty_row(name) for name in names])
     settings = run_settings(options)  # resolves and hashes the model, once
+    if not keep_in_scene:  # the user's scene never sees a case nobody looks at
+        logic = logic.withPrivateScene()
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with output_folder_lock(output_dir):  # held for the whole run: nobody else writes here
@@ -297,7 +301,9 @@ def _process_case(
         )
         result.attach_source(source)
         step(0.86, "writing outputs")
-        report = write_outputs(scene, node, result, temporary, name, path)
+        segmentation = scene.GetNodeByID(result.segmentationNodeID)
+        ct = mrml.read_volume_node(node)[0]
+        report = write_outputs(result, ct, segmentation, temporary, name, path)
         series = path if path.is_dir() else None
         formats = settings["exports"]  # case_formats
         if formats:

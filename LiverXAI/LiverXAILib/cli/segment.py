@@ -46,7 +46,7 @@ def segment_file(
     from ..io.volumes import read_volume_and_source, volume_stem
     from ..slicer.headless import create_headless_application
     from ..slicer.logic import LiverXAILogic
-    from ..slicer.scene import add_volume_from_array
+    from ..slicer.scene import add_volume_from_array, read_volume_node
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -65,7 +65,9 @@ def segment_file(
     if sys.stderr.isatty():
         print(file=sys.stderr)
     with staged_folder(out, last=f"{stem}_report.json") as staging:
-        report = write_outputs(app.scene, input_node, result, staging, stem, input_path)
+        segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
+        ct = read_volume_node(input_node)[0]
+        report = write_outputs(result, ct, segmentation, staging, stem, input_path)
         _stop_if_cancelled(cancel)
         if args.export:
             from ..slicer.exports import export_results

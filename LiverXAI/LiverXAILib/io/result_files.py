@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 
 from ..constants import CLASS_NAMES
-from ..segment.orientation import canonical_orientation, canonical_spacing
-from ..slicer import scene as mrml
 from ..slicer.results import SegmentAndExplainResult
 from .atomic import atomic_path
 from .volumes import write_volume
@@ -70,27 +68,18 @@ def build_report(result: SegmentAndExplainResult, input_label: str) -> dict[str,
     return report
 
 
-def _canonical_outputs(
-    scene: Any, input_node: Any, result: SegmentAndExplainResult
-) -> dict[str, Any]:
-    """The input and every output of a result as canonical (slice, row, column) views."""
-    ct, ijk_to_ras = mrml.read_volume_node(input_node)
-    orientation = canonical_orientation(ijk_to_ras)
-
-    def canonical(node_id: str) -> np.ndarray:
-        return orientation.apply(mrml.read_volume_node(scene.GetNodeByID(node_id))[0])
-
+def _views(result: SegmentAndExplainResult, ct: np.ndarray) -> dict[str, Any]:
+    """The CT (input order) and the result's arrays as canonical views for the figures."""
+    arrays = result.arrays
+    if arrays is None:
+        raise ValueError("This result carries no arrays (made without segmentAndExplain?).")
     return {
-        "orientation": orientation,
-        "ijk_to_ras": ijk_to_ras,
-        "spacing": canonical_spacing(ijk_to_ras, orientation),
-        "ct": orientation.apply(ct),
-        "labels": canonical(result.labelmapNodeID),
-        "heatmaps": {
-            method: {name: canonical(node_id) for name, node_id in per_class.items()}
-            for method, per_class in result.explanationNodeIDs.items()
-        },
-        "uncertainty": canonical(result.uncertaintyNodeID) if result.uncertaintyNodeID else None,
+        "orientation": arrays.orientation,
+        "spacing": arrays.spacing,
+        "ct": arrays.orientation.apply(ct),
+        "labels": arrays.labels,
+        "heatmaps": arrays.heatmaps,
+        "uncertainty": arrays.uncertainty,
     }
 
 
@@ -129,11 +118,12 @@ def write_html_report(
 
 
 def write_reports(
-    scene: Any, input_node: Any, result: SegmentAndExplainResult, out_dir: Path, stem: str
+    result: SegmentAndExplainResult, ct: np.ndarray, out_dir: Path, stem: str
 ) -> Path:
-    """Write ``STEM_report.json`` and ``STEM_report.html``; returns the HTML path."""
-    report = build_report(result, input_node.GetName())
-    views = _canonical_outputs(scene, input_node, result)
+    """Write ``STEM_report.json`` and ``STEM_report.html`` from the result's arrays and the
+    CT (``ct`` in the input's voxel order); returns the HTML path."""
+    report = build_report(result, stem)
+    views = _views(result, ct)
     html_path = out_dir / f"{stem}_report.html"
     write_html_report(html_path, report, result, views)
     write_json(out_dir / f"{stem}_report.json", report)
@@ -141,35 +131,37 @@ def write_reports(
 
 
 def write_outputs(
-    scene: Any,
-    input_node: Any,
     result: SegmentAndExplainResult,
+    ct: np.ndarray,
+    segmentation_node: Any,
     out_dir: Path,
     stem: str,
     input_path: Path,
 ) -> dict[str, Any]:
     """Write every output file of one case except the JSON report, which is returned for
-    the caller to complete and write: volumes, segmentation, overview and HTML report."""
+    the caller to complete and write: volumes, segmentation, overview and HTML report. The
+    volumes come from the result's arrays (``ct`` is the input's, in its voxel order); the
+    segmentation file from ``segmentation_node`` (Slicer's format, with its terminology)."""
+    from ..explain.methods import METHODS
     from ..report.overview import render_overview
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    views = _canonical_outputs(scene, input_node, result)
-    orientation, ijk_to_ras = views["orientation"], views["ijk_to_ras"]
-    write_volume(out_dir / f"{stem}_label.nii.gz", orientation.invert(views["labels"]), ijk_to_ras)
-    maps = {  # on the network-size grid, each with its node's geometry (map_grid.py)
-        f"{stem}_{FILE_SLUGS[method]}_{name}.nii.gz": node_id
-        for method, per_class in result.explanationNodeIDs.items()
-        for name, node_id in per_class.items()
+    views = _views(result, ct)
+    arrays = result.arrays
+    labels = arrays.input_order(arrays.labels)
+    write_volume(out_dir / f"{stem}_label.nii.gz", labels, arrays.ijk_to_ras)
+    maps = {  # on the network-size grid over the CT's box (map_grid.py)
+        f"{stem}_{FILE_SLUGS[method]}_{name}.nii.gz": values
+        for method, per_class in arrays.heatmaps.items()
+        for name, values in per_class.items()
     }
-    if result.uncertaintyNodeID:
-        maps[f"{stem}_uncertainty.nii.gz"] = result.uncertaintyNodeID
-    for file_name, node_id in maps.items():
-        write_volume(out_dir / file_name, *mrml.read_volume_node(scene.GetNodeByID(node_id)))
+    if arrays.uncertainty is not None:
+        maps[f"{stem}_uncertainty.nii.gz"] = arrays.uncertainty
+    for file_name, values in maps.items():
+        write_volume(out_dir / file_name, arrays.input_order(values), arrays.map_ijk_to_ras(values))
     write_segmentation(
-        scene, scene.GetNodeByID(result.segmentationNodeID), out_dir / f"{stem}.seg.nrrd"
+        segmentation_node.GetScene(), segmentation_node, out_dir / f"{stem}.seg.nrrd"
     )
-    from ..explain.methods import METHODS
-
     first_method = next(iter(views["heatmaps"]), None)
     depth, flipped = views["labels"].shape[0], views["orientation"].flips[0]
     render_overview(

@@ -125,6 +125,17 @@ class LiverXAILogic:
             self._models[key] = load_checkpoint(path)
         return self._models[key]
 
+    def withPrivateScene(self) -> LiverXAILogic:
+        """A Logic on a new scene and application logic of its own (no views), sharing this
+        one's loaded models: batch cases nobody looks at are made there."""
+        from .headless import create_headless_application
+
+        app = create_headless_application()
+        logic = LiverXAILogic(app.scene, app.appLogic)
+        logic._models = self._models
+        logic._application = app  # the application logic holds its module logics weakly
+        return logic
+
     def layerChoices(self, model: str = DEFAULT_MODEL) -> list[str]:
         """Grad-CAM layers of a model: its default first, then every convolution."""
         from ..explain.methods import layer_choices
@@ -168,6 +179,7 @@ class LiverXAILogic:
         every failure the scene is left as it was.
         """
         from ..explain.methods import METHODS
+        from ..segment.case_arrays import CaseArrays
         from ..segment.inference import SliceInferenceEngine, choose_device, describe_device
         from ..segment.pipeline import run_pipeline
         from ..segment.uncertainty import UncertaintySpec
@@ -284,6 +296,7 @@ class LiverXAILogic:
             warnings=checked.warnings + result.warnings,
             resultFolderItemID=nodes["folder"],
             volumeRenderingNodeID=nodes["volumeRendering"],
+            arrays=CaseArrays.from_pipeline(result, ijk_to_ras),
         )
 
     # Batch ----------------------------------------------------------------------------------
@@ -352,9 +365,8 @@ class LiverXAILogic:
         into ``outputDir``; returns the HTML file's path."""
         from ..io.result_files import write_reports
 
-        return write_reports(
-            self.scene, inputVolumeNode, result, Path(outputDir), inputVolumeNode.GetName()
-        )
+        ct = mrml.read_volume_node(inputVolumeNode)[0]
+        return write_reports(result, ct, Path(outputDir), inputVolumeNode.GetName())
 
     def exportResults(
         self,

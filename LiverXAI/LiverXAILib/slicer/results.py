@@ -1,9 +1,17 @@
-"""What one Segment & Explain run returns: node IDs, volumes, counts and timings."""
+"""What one Segment & Explain run returns: node IDs, volumes, counts, timings and the arrays.
+
+The node IDs say where the outputs are in the scene; ``arrays`` (a ``CaseArrays``) holds the
+labels, maps and uncertainty the run produced, from which files and reports are written.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import copy
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..segment.case_arrays import CaseArrays
 
 
 @dataclass
@@ -35,6 +43,7 @@ class SegmentAndExplainResult:
     volumeRenderingNodeID: str = ""  # the labelmap's volume rendering display node
     warnings: list[str] = field(default_factory=list)  # input and result, in plain words
     source: dict[str, Any] = field(default_factory=dict)  # the input file or DICOM series
+    arrays: CaseArrays | None = field(default=None, repr=False, compare=False)  # not in JSON
 
     def attach_source(self, source: dict[str, Any]) -> None:
         """Record where the input came from (``volume_io.read_volume_and_source``); the
@@ -69,7 +78,10 @@ class SegmentAndExplainResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field but the arrays, as JSON-ready values."""
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "arrays"
+        }
 
 
 def review_item_text(item: dict[str, Any]) -> str:
