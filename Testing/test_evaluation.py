@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 from conftest import IRCADB_CT, IRCADB_LABEL, SAMPLE_SMALL_CT, SHARED_DATA, require
 from LiverXAILib.errors import Cancelled
-from LiverXAILib.evaluation.evaluate import (
-    CaseEvaluation,
-    FigureData,
-    ModelEvaluation,
-    choose_figure_slices,
-    evaluate_models,
-    model_names,
-)
+from LiverXAILib.evaluation.evaluate import evaluate_models, model_names
+from LiverXAILib.evaluation.figure_slices import choose_figure_slices
+from LiverXAILib.evaluation.model_evaluation import CaseEvaluation, FigureData, ModelEvaluation
 from LiverXAILib.evaluation.report import write_report
 from LiverXAILib.evaluation.surface_metrics import hausdorff95, lesion_detection
 from LiverXAILib.models.catalog import resolve_model

@@ -21,7 +21,8 @@ import torch
 from conftest import restored
 from LiverXAILib.cli.main import main
 from LiverXAILib.constants import LIVER, TUMOR
-from LiverXAILib.evaluation.evaluate import _gradcam_slices, evaluate_models
+from LiverXAILib.evaluation.evaluate import evaluate_models
+from LiverXAILib.evaluation.figure_slices import gradcam_slices
 from LiverXAILib.explain.faithfulness import faithfulness_curves
 from LiverXAILib.explain.methods import normalize_volume
 from LiverXAILib.io.volumes import read_volume, write_volume
@@ -121,7 +122,7 @@ def test_the_figure_explains_a_step_model_on_the_inputs_of_the_whole_volume(case
         return built[-1]
 
     monkeypatch.setattr(SliceInputSpec, "batch", recording)
-    figure = _gradcam_slices(engine.model, spec, torch.device("cpu"), volume, slices, SLICE_MM)
+    figure = gradcam_slices(engine.model, spec, torch.device("cpu"), volume, slices, SLICE_MM)
     centres = torch.cat(built)[[1, 4, 7]]  # each block: neighbour, slice, neighbour
     torch.testing.assert_close(centres, expected_inputs, rtol=0, atol=1e-6)
     by_index = SliceInputSpec(spec.hu_window, spec.input_size, 3).batch(volume, slices)

@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +23,21 @@ from ..training.options import (
     SCHEDULES,
     SLICE_COUNTS,
     default_cache_dir,
-    option_problem,
-    parse_augmentations,
+)
+from .option_types import (
+    architecture_options,
+    augmentations,
+    checked,
+    choices,
+    floats,
+    folds,
+    int_at_least,
 )
 
 # Nothing here imports torch: ``--help`` must answer at once. The choices come from
 # ``training_options`` (kept equal to the registries by a test) and every value is checked by
-# the same ``option_problem`` as the Training module's options and the trainer's config.
-
-
-def checked(option: str, convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type: ``convert`` the text, then refuse what ``option_problem`` refuses."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        problem = option_problem(option, value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    parse.__name__ = option
-    return parse
-
-
-def _choices(values: tuple) -> str:
-    return "{" + ",".join(str(value) for value in values) + "}"
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
-
-
-def _augmentations(text: str) -> tuple[str, ...]:
-    try:
-        return parse_augmentations(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
+# the same ``option_problem`` as the Training module's options and the trainer's config
+# (``option_types.py``).
 
 
 def _add_train_parser(commands: Any) -> None:
@@ -128,7 +102,7 @@ def _add_recipe_options(
         "--arch",
         default="unet",
         type=checked("arch", str, "a name"),
-        metavar=_choices(ARCHITECTURES),
+        metavar=choices(ARCHITECTURES),
     )
     parser.add_argument(
         "--arch-option",
@@ -149,7 +123,7 @@ def _add_recipe_options(
         "--schedule",
         default="none",
         type=checked("schedule", str, "a name"),
-        metavar=_choices(SCHEDULES),
+        metavar=choices(SCHEDULES),
     )
     _add_input_and_loss_options(parser, patience, patience_help)
 
@@ -157,10 +131,10 @@ def _add_recipe_options(
 def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help: str) -> None:
     integer, number = "an integer", "a number"
     parser.add_argument(
-        "--size", default=128, type=checked("size", int, integer), metavar=_choices(INPUT_SIZES)
+        "--size", default=128, type=checked("size", int, integer), metavar=choices(INPUT_SIZES)
     )
     parser.add_argument(
-        "--slices", default=1, type=checked("slices", int, integer), metavar=_choices(SLICE_COUNTS)
+        "--slices", default=1, type=checked("slices", int, integer), metavar=choices(SLICE_COUNTS)
     )
     parser.add_argument(
         "--slice-step-mm",
@@ -171,12 +145,12 @@ def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help
         "the same anatomy (default: the adjacent slices)",
     )
     parser.add_argument(
-        "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=_choices(LOSSES)
+        "--loss", default="dicece", type=checked("loss", str, "a name"), metavar=choices(LOSSES)
     )
     parser.add_argument(
         "--class-weights",
         default=(1.0, 1.0, 3.0),
-        type=checked("class_weights", _floats, "numbers separated by commas"),
+        type=checked("class_weights", floats, "numbers separated by commas"),
         help="background,liver,tumour weights of the loss: three numbers >= 0, not all zero "
         "(default 1,1,3)",
     )
@@ -186,7 +160,7 @@ def _add_input_and_loss_options(parser: Any, patience: int | None, patience_help
     parser.add_argument(
         "--augment",
         default=DEFAULT_AUGMENTATIONS,
-        type=_augmentations,
+        type=augmentations,
         help=f"comma-separated: {','.join(AUGMENTATIONS)}, or none "
         f"(default {','.join(DEFAULT_AUGMENTATIONS)})",
     )
@@ -211,7 +185,7 @@ def _add_run_options(parser: Any) -> None:
     integer = "an integer"
     parser.add_argument("--seed", default=0, type=int)
     parser.add_argument(
-        "--device", default="auto", type=checked("device", str, "a name"), metavar=_choices(DEVICES)
+        "--device", default="auto", type=checked("device", str, "a name"), metavar=choices(DEVICES)
     )
     parser.add_argument(
         "--workers",
@@ -224,12 +198,6 @@ def _add_run_options(parser: Any) -> None:
         type=Path,
         help=f"slice cache folder (default: {CACHE_DEFAULT_TEXT}; here {default_cache_dir()})",
     )
-
-
-def _folds(text: str) -> list[str] | None:
-    if text.strip().lower() in ("", "all"):
-        return None
-    return list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
 
 
 def _add_crossval_parser(commands: Any) -> None:
@@ -269,7 +237,7 @@ def _add_crossval_parser(commands: Any) -> None:
     crossval.add_argument(
         "--folds",
         default=None,
-        type=_folds,
+        type=folds,
         metavar="all|P1,P2,...",
         help="the held-out patients to run now (default all; the others stay pending)",
     )
@@ -312,34 +280,6 @@ def add_training_parsers(commands: Any) -> None:
     )
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is too small: give at least {minimum}")
-        return value
-
-    return parse
-
-
-def _architecture_options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator:
-            raise InputError(f"--arch-option {pair!r}: use KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
-
-
 def run_train(args: argparse.Namespace) -> None:
     """Carry out ``train``."""
     from ..training.cases import Case
@@ -354,7 +294,7 @@ def run_train(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         architecture=args.arch,
-        architecture_kwargs=_architecture_options(args.arch_option),
+        architecture_kwargs=architecture_options(args.arch_option),
         input_size=(args.size, args.size),
         num_slices=args.slices,
         slice_step_mm=args.slice_step_mm,
@@ -394,7 +334,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         training={
             "architecture": args.arch,
-            "architecture_kwargs": _architecture_options(args.arch_option),
+            "architecture_kwargs": architecture_options(args.arch_option),
             "input_size": (args.size, args.size),
             "num_slices": args.slices,
             "slice_step_mm": args.slice_step_mm,

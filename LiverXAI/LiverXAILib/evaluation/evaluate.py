@@ -23,10 +23,12 @@ comparing models does not reread volumes. For each model and case:
   the case and computing metrics are not counted.
 - **figure data**: a few slices of the case with the most tumour (else the most liver) with
   CT, truth, prediction and Grad-CAM for liver and tumour. Grad-CAM runs on those slices only
-  (each with its 2.5D neighbours), and is normalised once over the figure's slices.
+  (each with its 2.5D neighbours), and is normalised once over the figure's slices
+  (``figure_slices.py``).
 
-Every input is built with the case's slice spacing (``CanonicalCase.spacing[0]``), which
-models with a fixed slice step (``SliceInputSpec.slice_step_mm``) need.
+The results are the dataclasses of ``model_evaluation.py``. Every input is built with the
+case's slice spacing (``CanonicalCase.spacing[0]``), which models with a fixed slice step
+(``SliceInputSpec.slice_step_mm``) need.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ import torch.nn.functional as F
 
 from ..constants import CLASS_NAMES, LIVER, TUMOR
 from ..errors import Cancelled
-from ..explain.methods import normalize_volume
 from ..explain.review_calibration import case_rows as review_case_rows
 from ..explain.review_calibration import score_summary
 from ..explain.review_score import load_score_model
@@ -54,239 +55,15 @@ from ..models.catalog import read_catalog, resolve_model
 from ..models.checkpoints import CheckpointMetadata, load_checkpoint
 from ..models.networks import count_parameters
 from ..segment.inference import SliceInferenceEngine, choose_device
-from ..segment.map_grid import upsample_slice
 from ..segment.postprocessing import clean_labels, drop_small_tumors
 from ..segment.preprocessing import SliceInputSpec
 from ..training.cases import CanonicalCase, Case, load_canonical_case
-from .metrics import confusion_matrix, metrics_from_confusion, per_case_dice
-from .surface_metrics import detection_rates, hausdorff95, lesion_detection
+from .figure_slices import choose_figure_slices, figure_data, figure_score
+from .metrics import confusion_matrix, per_case_dice
+from .model_evaluation import CaseEvaluation, FigureData, ModelEvaluation
+from .surface_metrics import hausdorff95, lesion_detection
 
 EvaluationProgress = Callable[[dict], None]
-
-
-@dataclass
-class CaseEvaluation:
-    """One model on one case. Liver is the organ (label >= 1) as LiTS scores it."""
-
-    case_id: str
-    liver_dice: float
-    tumor_dice: float
-    liver_hd95_mm: float
-    tumor_hd95_mm: float
-    true_lesions: int
-    predicted_lesions: int
-    detected_lesions: int
-    false_positive_lesions: int
-    cross_entropy: float
-    seconds: float
-
-
-@dataclass
-class FigureData:
-    """Canonical slices (slice, row, column) of one case for the figure, all (n, H, W)."""
-
-    case_id: str
-    slices: list[int]
-    ct: np.ndarray
-    truth: np.ndarray
-    prediction: np.ndarray
-    heatmaps: dict[str, np.ndarray]  # "liver", "tumor": Grad-CAM in [0, 1]
-    spacing: tuple[float, float, float]
-
-
-@dataclass
-class ModelEvaluation:
-    """Everything measured for one model; summary values are derived from the stored counts."""
-
-    name: str
-    checkpoint: Path
-    architecture: str
-    input_size: tuple[int, int]
-    num_slices: int
-    training_data: list[str]
-    parameters: int | None
-    confusion: np.ndarray  # (3, 3) int64, truth on rows, prediction on columns
-    cross_entropy: float  # mean over all pixels at network resolution
-    cross_entropy_per_class: dict[str, float] = field(
-        default_factory=dict
-    )  # mean over true-class pixels
-    per_case: list[CaseEvaluation] = field(default_factory=list)
-    postprocessed: bool = True
-    device: str = "cpu"
-    total_seconds: float = 0.0  # everything this model cost, metrics and figure included
-    figure: FigureData | None = None
-    review: dict[str, Any] = field(default_factory=dict)
-    """The review score on these cases (:func:`.review_calibration.score_summary`): AUC for
-    slices with liver Dice < 0.8, precision and flagged share at the threshold; empty when
-    not measured."""
-
-    @property
-    def cases(self) -> list[str]:
-        return [row.case_id for row in self.per_case]
-
-    @property
-    def table(self) -> dict[str, object]:
-        """The papers' table: ``metrics_from_confusion`` of the summed confusion matrix."""
-        return metrics_from_confusion(self.confusion, CLASS_NAMES)
-
-    @property
-    def global_dice_liver(self) -> float:
-        """LiTS "Dice global" of the liver organ (label >= 1) over all cases."""
-        cm = np.asarray(self.confusion, dtype=np.float64)
-        return _global_dice(cm[LIVER:, LIVER:].sum(), cm[:, LIVER:].sum(), cm[LIVER:, :].sum())
-
-    @property
-    def global_dice_tumor(self) -> float:
-        """LiTS "Dice global" of tumour (label 2) over all cases."""
-        cm = np.asarray(self.confusion, dtype=np.float64)
-        return _global_dice(cm[TUMOR, TUMOR], cm[:, TUMOR].sum(), cm[TUMOR, :].sum())
-
-    def _values(self, name: str) -> np.ndarray:
-        return np.array([getattr(row, name) for row in self.per_case], dtype=np.float64)
-
-    @property
-    def mean_dice_liver(self) -> float:
-        return _mean(self._values("liver_dice"))
-
-    @property
-    def mean_dice_tumor(self) -> float:
-        return _mean(self._values("tumor_dice"))
-
-    @property
-    def sd_dice_liver(self) -> float:
-        return _sd(self._values("liver_dice"))
-
-    @property
-    def sd_dice_tumor(self) -> float:
-        return _sd(self._values("tumor_dice"))
-
-    @property
-    def mean_hd95_liver(self) -> float:
-        """Mean over cases where HD95 is defined (NaN-ignoring); NaN if none is."""
-        return _mean(self._values("liver_hd95_mm"))
-
-    @property
-    def mean_hd95_tumor(self) -> float:
-        return _mean(self._values("tumor_hd95_mm"))
-
-    @property
-    def lesion_counts(self) -> dict[str, int]:
-        """True, predicted, detected and false-positive lesions summed over cases."""
-        return {
-            key: int(sum(getattr(row, f"{key}_lesions") for row in self.per_case))
-            for key in ("true", "predicted", "detected", "false_positive")
-        }
-
-    @property
-    def lesion_recall(self) -> float:
-        return self._lesion_rates()[0]
-
-    @property
-    def lesion_precision(self) -> float:
-        return self._lesion_rates()[1]
-
-    def _lesion_rates(self) -> tuple[float, float]:
-        c = self.lesion_counts
-        true_positives = c["predicted"] - c["false_positive"]
-        return detection_rates(c["true"], c["predicted"], c["detected"], true_positives)
-
-    @property
-    def seconds_per_case(self) -> float:
-        return _mean(self._values("seconds"))
-
-
-def _global_dice(tp: float, predicted: float, true: float) -> float:
-    total = predicted + true
-    return 1.0 if total == 0 else float(2.0 * tp / total)
-
-
-def _mean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
-def _sd(values: np.ndarray) -> float:
-    """Sample standard deviation (n - 1) of the defined values; NaN for fewer than two."""
-    values = values[~np.isnan(values)]
-    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
-
-
-# --- figure slices ----------------------------------------------------------------------------
-
-
-def choose_figure_slices(labels: np.ndarray, count: int) -> list[int]:
-    """Up to ``count`` slices for the figure, ascending.
-
-    The slice with the largest tumour area, then slices spread evenly over the slices that hold
-    tumour (over the liver's slices when there is no tumour, over all slices when there is
-    neither); slices with liver fill up when too few hold tumour.
-    """
-    if count <= 0:
-        return []
-    flat = labels.reshape(labels.shape[0], -1)
-    tumor_area = (flat == TUMOR).sum(axis=1)
-    liver_area = (flat >= LIVER).sum(axis=1)
-    if tumor_area.any():
-        pools = [np.flatnonzero(tumor_area), np.flatnonzero(liver_area)]
-        chosen = [int(tumor_area.argmax())]
-    elif liver_area.any():
-        pools, chosen = [np.flatnonzero(liver_area)], [int(liver_area.argmax())]
-    else:
-        pools, chosen = [np.arange(labels.shape[0])], []
-    pools.append(np.arange(labels.shape[0]))
-    for pool in pools:
-        for fraction in np.linspace(0, 1, count + 2)[1:-1]:
-            index = int(pool[int(round(fraction * (pool.size - 1)))])
-            if len(chosen) < count and index not in chosen:
-                chosen.append(index)
-        for index in pool:  # a small pool: take all of it
-            if len(chosen) < count and int(index) not in chosen:
-                chosen.append(int(index))
-    return sorted(chosen)
-
-
-def _figure_score(canonical: CanonicalCase) -> tuple[float, float]:
-    """Tumour then liver volume (mL) of a case's truth: the figure shows the largest."""
-    voxel_ml = math.prod(canonical.spacing) / 1000.0
-    labels = canonical.labels
-    tumor = int(np.count_nonzero(labels == TUMOR))
-    return tumor * voxel_ml, int(np.count_nonzero(labels >= LIVER)) * voxel_ml
-
-
-def _gradcam_slices(
-    model: torch.nn.Module,
-    spec: SliceInputSpec,
-    device: torch.device,
-    volume: np.ndarray,
-    slices: list[int],
-    slice_spacing_mm: float | None = None,
-) -> dict[str, np.ndarray]:
-    """Grad-CAM of liver and tumour on ``slices`` only, normalised once over them.
-
-    Each slice is stacked with its neighbours as the network sees it in the whole volume, so
-    2.5D models get the same input; the engine runs on these small blocks. With a slice step
-    the block's slices lie one step apart, so the block's spacing is the step.
-    """
-    k = spec.num_slices
-    blocks = spec.stacks(volume, slices, slice_spacing_mm).reshape(-1, *volume.shape[1:])
-    engine = SliceInferenceEngine(model, spec, device)
-    outputs = engine.run(
-        blocks,
-        explain_classes=(LIVER, TUMOR),
-        methods=("gradcam",),
-        slice_spacing_mm=spec.slice_step_mm,
-    )
-    centres = [j * k + k // 2 for j in range(len(slices))]
-    slice_shape = volume.shape[1:]
-    return {
-        CLASS_NAMES[c]: normalize_volume(
-            np.stack(
-                [upsample_slice(outputs.heatmaps["gradcam", c][i], slice_shape) for i in centres]
-            ),
-            "volume-max",
-        )
-        for c in (LIVER, TUMOR)
-    }
 
 
 # --- cross entropy at network resolution ----------------------------------------------------
@@ -449,103 +226,137 @@ def evaluate_models(
         raise ValueError("no case to evaluate on")
     report = progress or (lambda _event: None)
     torch_device = choose_device(device)
-    runs: list[_ModelRun] = []
-    for model_ref, name in zip(models, model_names(models), strict=True):
-        mark = time.perf_counter()
-        path = resolve_model(model_ref)
-        model, metadata = load_checkpoint(path)
-        engine = SliceInferenceEngine(
-            model,
-            metadata.input_spec(),
-            torch_device,
-            tumor_bias=metadata.tumor_bias,
-            min_tumor_ml=metadata.min_tumor_ml,
-        )
-        runs.append(
-            _ModelRun(
-                name,
-                path,
-                engine.model,
-                metadata,
-                _training_data(model_ref, metadata),
-                engine,
-                parameters=count_parameters(model),
-            )
-        )
-        runs[-1].seconds += time.perf_counter() - mark
-
-    score_model = load_score_model() if review_score else None
+    runs = [
+        _load_model(model_ref, name, torch_device)
+        for model_ref, name in zip(models, model_names(models), strict=True)
+    ]
+    settings = _CaseSettings(
+        torch_device, postprocess, cancel, on_labels, load_score_model() if review_score else None
+    )
     best_score: tuple[float, float] | None = None
     for index, case in enumerate(cases):
         _check_cancel(cancel)
         canonical = load_canonical_case(case)
         report({"event": "load", "case": case.case_id, "index": index, "total": len(cases)})
-        score = _figure_score(canonical)
-        new_figure = figure_slices > 0 and (best_score is None or score > best_score)
-        slices = choose_figure_slices(canonical.labels, figure_slices) if new_figure else []
-        if new_figure:
-            best_score = score
-        for position, run in enumerate(runs):
-            _check_cancel(cancel)
-            mark = time.perf_counter()
-            labels = _evaluate_case(run, canonical, torch_device, postprocess, cancel)
-            if review_score and score_model is not None:
-                rows, _ = review_case_rows(run.engine, canonical, cancel)
-                run.review_rows += [{"case": case.case_id, **row} for row in rows]
-            if on_labels is not None:
-                on_labels(run.name, canonical, labels)
-            if slices:
-                run.figure = FigureData(
-                    case_id=case.case_id,
-                    slices=slices,
-                    ct=np.ascontiguousarray(canonical.image[slices]),
-                    truth=np.ascontiguousarray(canonical.labels[slices]),
-                    prediction=np.ascontiguousarray(labels[slices]),
-                    heatmaps=_gradcam_slices(
-                        run.model,
-                        run.engine.spec,
-                        torch_device,
-                        canonical.image,
-                        slices,
-                        canonical.spacing[0],
-                    ),
-                    spacing=canonical.spacing,
-                )
-            run.seconds += time.perf_counter() - mark
-            report(
-                {
-                    "event": "case",
-                    "model": run.name,
-                    "case": case.case_id,
-                    "index": index,
-                    "total": len(cases),
-                    "fraction": (index * len(runs) + position + 1) / (len(cases) * len(runs)),
-                    "seconds": run.rows[-1].seconds,
-                }
-            )
+        slices, best_score = _new_figure_slices(canonical, figure_slices, best_score)
+        _run_models_on_case(runs, canonical, slices, settings, (index, len(cases)), report)
         del canonical
+    return [_model_evaluation(run, settings) for run in runs]
 
-    return [
-        ModelEvaluation(
-            name=run.name,
-            checkpoint=run.path,
-            architecture=run.metadata.architecture,
-            input_size=tuple(run.metadata.input_size),
-            num_slices=run.metadata.num_slices,
-            training_data=run.training_data,
-            parameters=run.parameters,
-            confusion=run.confusion,
-            cross_entropy=float(run.ce_sums.sum() / max(run.ce_counts.sum(), 1)),
-            cross_entropy_per_class={
-                name: float(run.ce_sums[i] / run.ce_counts[i]) if run.ce_counts[i] else math.nan
-                for i, name in enumerate(CLASS_NAMES)
-            },
-            per_case=run.rows,
-            postprocessed=postprocess,
-            device=str(torch_device),
-            total_seconds=run.seconds,
-            figure=run.figure,
-            review=score_summary(run.review_rows, score_model) if score_model else {},
+
+@dataclass
+class _CaseSettings:
+    """What every model-case pair is evaluated with."""
+
+    device: torch.device
+    postprocess: bool
+    cancel: threading.Event | None
+    on_labels: Callable[[str, CanonicalCase, np.ndarray], None] | None
+    score_model: Any  # the review score's model; None: not measured
+
+
+def _run_models_on_case(
+    runs: list[_ModelRun],
+    canonical: CanonicalCase,
+    slices: list[int],
+    settings: _CaseSettings,
+    position: tuple[int, int],
+    report: EvaluationProgress,
+) -> None:
+    """Score every model on one case (``position``: its index and the number of cases),
+    reporting a "case" event after each."""
+    index, total = position
+    for number, run in enumerate(runs):
+        _check_cancel(settings.cancel)
+        mark = time.perf_counter()
+        _run_on_case(run, canonical, slices, settings)
+        run.seconds += time.perf_counter() - mark
+        report(
+            {
+                "event": "case",
+                "model": run.name,
+                "case": canonical.case.case_id,
+                "index": index,
+                "total": total,
+                "fraction": (index * len(runs) + number + 1) / (total * len(runs)),
+                "seconds": run.rows[-1].seconds,
+            }
         )
-        for run in runs
-    ]
+
+
+def _load_model(model_ref: str | Path, name: str, device: torch.device) -> _ModelRun:
+    """Load a catalog model or checkpoint and its inference engine; the time counts."""
+    mark = time.perf_counter()
+    path = resolve_model(model_ref)
+    model, metadata = load_checkpoint(path)
+    engine = SliceInferenceEngine(
+        model,
+        metadata.input_spec(),
+        device,
+        tumor_bias=metadata.tumor_bias,
+        min_tumor_ml=metadata.min_tumor_ml,
+    )
+    run = _ModelRun(
+        name,
+        path,
+        engine.model,
+        metadata,
+        _training_data(model_ref, metadata),
+        engine,
+        parameters=count_parameters(model),
+    )
+    run.seconds += time.perf_counter() - mark
+    return run
+
+
+def _new_figure_slices(
+    canonical: CanonicalCase, count: int, best_score: tuple[float, float] | None
+) -> tuple[list[int], tuple[float, float] | None]:
+    """The figure's slices of this case if it beats the best so far (else none), and the
+    best score after it."""
+    score = figure_score(canonical)
+    new_figure = count > 0 and (best_score is None or score > best_score)
+    slices = choose_figure_slices(canonical.labels, count) if new_figure else []
+    return slices, score if new_figure else best_score
+
+
+def _run_on_case(
+    run: _ModelRun, canonical: CanonicalCase, slices: list[int], settings: _CaseSettings
+) -> None:
+    """Score one model on one case: counts, review rows, ``on_labels`` and the figure."""
+    case_id = canonical.case.case_id
+    labels = _evaluate_case(run, canonical, settings.device, settings.postprocess, settings.cancel)
+    if settings.score_model is not None:
+        rows, _ = review_case_rows(run.engine, canonical, settings.cancel)
+        run.review_rows += [{"case": case_id, **row} for row in rows]
+    if settings.on_labels is not None:
+        settings.on_labels(run.name, canonical, labels)
+    if slices:
+        run.figure = figure_data(
+            run.model, run.engine.spec, settings.device, canonical, labels, slices
+        )
+
+
+def _model_evaluation(run: _ModelRun, settings: _CaseSettings) -> ModelEvaluation:
+    """Everything accumulated for one model, as its :class:`ModelEvaluation`."""
+    return ModelEvaluation(
+        name=run.name,
+        checkpoint=run.path,
+        architecture=run.metadata.architecture,
+        input_size=tuple(run.metadata.input_size),
+        num_slices=run.metadata.num_slices,
+        training_data=run.training_data,
+        parameters=run.parameters,
+        confusion=run.confusion,
+        cross_entropy=float(run.ce_sums.sum() / max(run.ce_counts.sum(), 1)),
+        cross_entropy_per_class={
+            name: float(run.ce_sums[i] / run.ce_counts[i]) if run.ce_counts[i] else math.nan
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        per_case=run.rows,
+        postprocessed=settings.postprocess,
+        device=str(settings.device),
+        total_seconds=run.seconds,
+        figure=run.figure,
+        review=score_summary(run.review_rows, settings.score_model) if settings.score_model else {},
+    )

@@ -233,17 +233,7 @@ def faithfulness_curves(
     cam = {"layer": layer, "weighting": weighting}
     result = FaithfulnessResult(
         fractions=step_fractions(steps).tolist(),
-        settings={
-            "score": "mean softmax probability of the class over its labelled pixels",
-            "removed": "HU window lower bound",
-            "insertionStart": "Gaussian blur, sigma 8 pixels",
-            "steps": steps,
-            "maxSlices": max_slices,
-            "layer": layer or default_cam_layer(model),
-            "weighting": weighting,
-            "integratedGradientsSteps": ig_steps,
-            "seed": seed,
-        },
+        settings=_settings(model, steps, max_slices, cam, ig_steps, seed),
     )
     for class_id in class_ids:
         chosen = choose_slices(grid == class_id, max_slices)
@@ -260,6 +250,23 @@ def faithfulness_curves(
             for key, saliency in maps.items()
         }
     return result
+
+
+def _settings(
+    model: nn.Module, steps: int, max_slices: int, cam: dict, ig_steps: int, seed: int
+) -> dict:
+    """How the curves were measured, for the record (``FaithfulnessResult.settings``)."""
+    return {
+        "score": "mean softmax probability of the class over its labelled pixels",
+        "removed": "HU window lower bound",
+        "insertionStart": "Gaussian blur, sigma 8 pixels",
+        "steps": steps,
+        "maxSlices": max_slices,
+        "layer": cam["layer"] or default_cam_layer(model),
+        "weighting": cam["weighting"],
+        "integratedGradientsSteps": ig_steps,
+        "seed": seed,
+    }
 
 
 def _summary(

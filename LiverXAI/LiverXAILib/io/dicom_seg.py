@@ -125,52 +125,14 @@ def source_slices(
     its pixels lie on, sorted along the slice axis. Raises ``DicomSegError`` unless the
     series covers the volume exactly, one voxel per pixel."""
     ras_to_ijk = np.linalg.inv(np.asarray(ijk_to_ras, dtype=float))
-    rotation, translation = ras_to_ijk[:3, :3], ras_to_ijk[:3, 3]
     dimensions = shape[::-1]  # along I, J, K
     slices: dict[tuple[int, int], tuple[str, SourceSlice]] = {}  # (normal axis, plane) →
     for dataset in datasets:
         name = f"instance {dataset.get('InstanceNumber', '?')} ({dataset.SOPInstanceUID})"
-        if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-            raise DicomSegError(f"{name} is multi-frame; single-frame CT slices are needed.")
-        orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
-        row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
-        position = np.array(dataset.ImagePositionPatient, dtype=float) * LPS_TO_RAS
-        size = (int(dataset.Rows), int(dataset.Columns))
-        origin = _on_grid(rotation @ position + translation, "the first pixel", name)
-        column_step = _on_grid(
-            rotation @ (orientation[:3] * LPS_TO_RAS * column_spacing),
-            "the last column",
-            name,
-            size[1],
-        )
-        row_step = _on_grid(
-            rotation @ (orientation[3:] * LPS_TO_RAS * row_spacing),
-            "the last row",
-            name,
-            size[0] - 1,
-        )
-        axes = {int(np.argmax(np.abs(step))) for step in (row_step, column_step)}
-        if np.abs(row_step).sum() != 1 or np.abs(column_step).sum() != 1 or len(axes) != 2:
-            raise DicomSegError(f"The pixels of {name} do not run along the segmentation's axes.")
-        rows, columns = np.ogrid[: size[0], : size[1]]
-        index = []  # per I, J, K: shaped (rows, 1), (1, columns) or (1, 1), never full size
-        for axis in range(3):
-            values = np.full((1, 1), origin[axis])
-            if row_step[axis]:
-                values = values + rows * row_step[axis]
-            if column_step[axis]:
-                values = values + columns * column_step[axis]
-            index.append(values)
-        if any(v.min() < 0 or v.max() >= dimensions[a] for a, v in enumerate(index)):
-            raise DicomSegError(
-                f"{name} reaches outside the segmentation's volume; the DICOM SEG needs the "
-                "segmentation of this very series."
-            )
-        normal = 3 - sum(axes)
-        key = (normal, int(origin[normal]))
+        key, source = _place_instance(dataset, name, ras_to_ijk, dimensions)
         if key in slices:
             raise DicomSegError(f"{name} and {slices[key][0]} lie on the same slice.")
-        slices[key] = (name, SourceSlice(dataset, index[2], index[1], index[0]))
+        slices[key] = (name, source)
     normals = {normal for normal, _ in slices}
     if len(normals) != 1 or len(slices) != dimensions[normals.pop()]:
         raise DicomSegError(
@@ -179,6 +141,63 @@ def source_slices(
             "segmentation of this very series."
         )
     return [slices[key][1] for key in sorted(slices)]
+
+
+def _place_instance(
+    dataset: Any, name: str, ras_to_ijk: np.ndarray, dimensions: tuple[int, int, int]
+) -> tuple[tuple[int, int], SourceSlice]:
+    """The voxels one single-frame instance's pixels lie on, and its (normal axis, plane).
+
+    Raises ``DicomSegError`` when its pixels are off the grid, do not run along the volume's
+    axes or reach outside it (``dimensions``: along I, J, K)."""
+    rotation, translation = ras_to_ijk[:3, :3], ras_to_ijk[:3, 3]
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise DicomSegError(f"{name} is multi-frame; single-frame CT slices are needed.")
+    orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
+    row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
+    position = np.array(dataset.ImagePositionPatient, dtype=float) * LPS_TO_RAS
+    size = (int(dataset.Rows), int(dataset.Columns))
+    origin = _on_grid(rotation @ position + translation, "the first pixel", name)
+    column_step = _on_grid(
+        rotation @ (orientation[:3] * LPS_TO_RAS * column_spacing),
+        "the last column",
+        name,
+        size[1],
+    )
+    row_step = _on_grid(
+        rotation @ (orientation[3:] * LPS_TO_RAS * row_spacing),
+        "the last row",
+        name,
+        size[0] - 1,
+    )
+    axes = {int(np.argmax(np.abs(step))) for step in (row_step, column_step)}
+    if np.abs(row_step).sum() != 1 or np.abs(column_step).sum() != 1 or len(axes) != 2:
+        raise DicomSegError(f"The pixels of {name} do not run along the segmentation's axes.")
+    index = _pixel_voxels(origin, row_step, column_step, size)
+    if any(v.min() < 0 or v.max() >= dimensions[a] for a, v in enumerate(index)):
+        raise DicomSegError(
+            f"{name} reaches outside the segmentation's volume; the DICOM SEG needs the "
+            "segmentation of this very series."
+        )
+    normal = 3 - sum(axes)
+    return (normal, int(origin[normal])), SourceSlice(dataset, index[2], index[1], index[0])
+
+
+def _pixel_voxels(
+    origin: np.ndarray, row_step: np.ndarray, column_step: np.ndarray, size: tuple[int, int]
+) -> list[np.ndarray]:
+    """Per I, J, K: the voxel index of each pixel, shaped (rows, 1), (1, columns) or (1, 1),
+    never full size."""
+    rows, columns = np.ogrid[: size[0], : size[1]]
+    index = []
+    for axis in range(3):
+        values = np.full((1, 1), origin[axis])
+        if row_step[axis]:
+            values = values + rows * row_step[axis]
+        if column_step[axis]:
+            values = values + columns * column_step[axis]
+        index.append(values)
+    return index
 
 
 # Building and writing the DICOM SEG with highdicom ---------------------------------------

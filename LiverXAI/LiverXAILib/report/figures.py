@@ -140,7 +140,18 @@ def render_slice_figure(
         "liver": _resized(label_slice >= LIVER, size) >= 0.5,
         "tumor": _resized(label_slice == TUMOR, size) >= 0.5,
     }
+    drawing = _SliceFigure(_slots(heatmaps, uncertainty), size, gray, masks)
+    drawing.title(title if title is not None else f"Axial slice {slice_index}")
+    drawing.draw_slots(slice_index, uncertainty)
+    drawing.method_headers(names)
+    return drawing.png()
 
+
+def _slots(
+    heatmaps: Mapping[str, Mapping[str, np.ndarray]], uncertainty: np.ndarray | None
+) -> list[tuple[str, object]]:
+    """The figure's slots left to right: (kind, payload) for the CT, the prediction, each
+    heat panel, the heat colour bar, the uncertainty and its colour bar."""
     slots: list[tuple[str, object]] = [("ct", None), ("prediction", None)]
     for method, per_class in heatmaps.items():
         slots += [("heat", (method, name, volume)) for name, volume in per_class.items()]
@@ -148,92 +159,135 @@ def render_slice_figure(
         slots.append(("bar", (HEAT_CMAP, "attribution (0–1)")))
     if uncertainty is not None:
         slots += [("uncertainty", None), ("bar", (UNCERTAINTY_CMAP, "normalised entropy"))]
-    widths = [BAR_SLOT_WIDTH if kind == "bar" else PANEL_WIDTH for kind, _ in slots]
-    panel_height = size[1] / DPI
-    total_width = 2 * MARGIN + sum(widths) + GAP * (len(slots) - 1)
-    total_height = SUPTITLE_HEIGHT + 2 * HEADER_HEIGHT + panel_height + LEGEND_HEIGHT
+    return slots
 
-    figure = Figure(figsize=(total_width, total_height), dpi=DPI, facecolor="white")
-    FigureCanvasAgg(figure)
-    figure.text(
-        MARGIN / total_width,
-        1 - 0.05 / total_height,
-        title if title is not None else f"Axial slice {slice_index}",
-        ha="left",
-        va="top",
-        fontsize=12,
-        fontweight="bold",
-    )
-    bottom = LEGEND_HEIGHT / total_height
-    height = panel_height / total_height
-    title_y = (LEGEND_HEIGHT + panel_height + 0.05) / total_height
-    group_y = (LEGEND_HEIGHT + panel_height + 1.3 * HEADER_HEIGHT) / total_height
-    groups: dict[str, list[float]] = {}
 
-    def panel(x: float, image: np.ndarray, panel_title: str) -> None:
-        pixels = (255 * np.clip(image, 0, 1)).astype(np.uint8)
-        figure.figimage(pixels, xo=round(x * DPI), yo=round(LEGEND_HEIGHT * DPI), origin="upper")
-        centre = (x + PANEL_WIDTH / 2) / total_width
-        figure.text(centre, title_y, panel_title, ha="center", va="bottom", fontsize=10)
+class _SliceFigure:
+    """One slice figure being drawn: its layout (inches, and fractions of the figure), the
+    slice's CT in grey and the predicted outlines, both at the panels' pixel ``size``."""
 
-    x = MARGIN
-    for (kind, payload), width in zip(slots, widths, strict=True):
-        if kind == "ct":
-            panel(x, gray, "CT")
-            _orientation_marks(figure, x, total_width, bottom + height / 2)
-        elif kind == "prediction":
-            image = gray.copy()
-            for name, mask in masks.items():
-                _draw_outline(image, mask, CLASS_COLORS[name], thickness=2)
-            panel(x, image, "Prediction")
-            _legend(figure, (x + PANEL_WIDTH / 2) / total_width, bottom)
-        elif kind == "heat":
-            method, name, volume = payload
-            heat = np.clip(np.nan_to_num(_resized(volume[slice_index], size)), 0, 1)
-            image = _heat_overlay(gray, heat)
-            if name in masks:
-                _draw_outline(image, masks[name], OUTLINE_ON_HEAT, thickness=2)
-            panel(x, image, CLASS_DISPLAY.get(name, str(name)))
-            groups.setdefault(method, []).extend([x, x + width])
-        elif kind == "uncertainty":
-            values = np.clip(np.nan_to_num(_resized(uncertainty[slice_index], size)), 0, 1)
-            image = matplotlib.colormaps[UNCERTAINTY_CMAP](values)[..., :3]
-            _draw_outline(image, masks["liver"], (1.0, 1.0, 1.0), thickness=1)
-            panel(x, image, "Uncertainty")
-        else:
-            cmap, label = payload
-            box = (x / total_width, bottom, COLORBAR_WIDTH / total_width, height)
-            mappable = ScalarMappable(Normalize(0, 1), matplotlib.colormaps[cmap])
-            colorbar = figure.colorbar(mappable, cax=figure.add_axes(box))
-            colorbar.set_ticks([0, 0.5, 1])
-            colorbar.ax.tick_params(labelsize=8)
-            colorbar.set_label(label, fontsize=9)
-        x += width + GAP
+    def __init__(
+        self,
+        slots: list[tuple[str, object]],
+        size: tuple[int, int],
+        gray: np.ndarray,
+        masks: dict[str, np.ndarray],
+    ) -> None:
+        self.slots, self.size, self.gray, self.masks = slots, size, gray, masks
+        self.widths = [BAR_SLOT_WIDTH if kind == "bar" else PANEL_WIDTH for kind, _ in slots]
+        panel_height = size[1] / DPI
+        self.total_width = 2 * MARGIN + sum(self.widths) + GAP * (len(slots) - 1)
+        self.total_height = SUPTITLE_HEIGHT + 2 * HEADER_HEIGHT + panel_height + LEGEND_HEIGHT
+        self.figure = Figure(
+            figsize=(self.total_width, self.total_height), dpi=DPI, facecolor="white"
+        )
+        FigureCanvasAgg(self.figure)
+        self.bottom = LEGEND_HEIGHT / self.total_height
+        self.height = panel_height / self.total_height
+        self.title_y = (LEGEND_HEIGHT + panel_height + 0.05) / self.total_height
+        self.group_y = (LEGEND_HEIGHT + panel_height + 1.3 * HEADER_HEIGHT) / self.total_height
+        self.groups: dict[str, list[float]] = {}  # method → left and right edges of its panels
 
-    for method, edges in groups.items():
-        left, right = min(edges) / total_width, max(edges) / total_width
-        figure.text(
-            (left + right) / 2,
-            group_y,
-            names.get(method, str(method)),
-            ha="center",
-            va="bottom",
-            fontsize=11,
+    def title(self, text: str) -> None:
+        """The figure's title, top left."""
+        self.figure.text(
+            MARGIN / self.total_width,
+            1 - 0.05 / self.total_height,
+            text,
+            ha="left",
+            va="top",
+            fontsize=12,
             fontweight="bold",
         )
-        figure.add_artist(
-            Line2D(
-                [left, right],
-                [group_y - 0.01] * 2,
-                color="#888888",
-                linewidth=0.8,
-                transform=figure.transFigure,
-            )
-        )
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
-    return buffer.getvalue()
+    def draw_slots(self, slice_index: int, uncertainty: np.ndarray | None) -> None:
+        """Draw every slot, left to right."""
+        x = MARGIN
+        for (kind, payload), width in zip(self.slots, self.widths, strict=True):
+            if kind == "ct":
+                self.panel(x, self.gray, "CT")
+                _orientation_marks(self.figure, x, self.total_width, self.bottom + self.height / 2)
+            elif kind == "prediction":
+                self.prediction(x)
+            elif kind == "heat":
+                method, name, volume = payload
+                self.heat(x, name, volume[slice_index])
+                self.groups.setdefault(method, []).extend([x, x + width])
+            elif kind == "uncertainty":
+                self.uncertainty(x, uncertainty[slice_index])
+            else:
+                self.colorbar(x, *payload)
+            x += width + GAP
+
+    def panel(self, x: float, image: np.ndarray, panel_title: str) -> None:
+        """Place an RGB image in [0, 1] at ``x`` inches, with its title above it."""
+        pixels = (255 * np.clip(image, 0, 1)).astype(np.uint8)
+        self.figure.figimage(
+            pixels, xo=round(x * DPI), yo=round(LEGEND_HEIGHT * DPI), origin="upper"
+        )
+        centre = (x + PANEL_WIDTH / 2) / self.total_width
+        self.figure.text(centre, self.title_y, panel_title, ha="center", va="bottom", fontsize=10)
+
+    def prediction(self, x: float) -> None:
+        """The CT with the predicted liver and tumour outlined, and their legend below."""
+        image = self.gray.copy()
+        for name, mask in self.masks.items():
+            _draw_outline(image, mask, CLASS_COLORS[name], thickness=2)
+        self.panel(x, image, "Prediction")
+        _legend(self.figure, (x + PANEL_WIDTH / 2) / self.total_width, self.bottom)
+
+    def heat(self, x: float, name: str, heat_slice: np.ndarray) -> None:
+        """One class's heat over the CT, outlined by the class's prediction."""
+        heat = np.clip(np.nan_to_num(_resized(heat_slice, self.size)), 0, 1)
+        image = _heat_overlay(self.gray, heat)
+        if name in self.masks:
+            _draw_outline(image, self.masks[name], OUTLINE_ON_HEAT, thickness=2)
+        self.panel(x, image, CLASS_DISPLAY.get(name, str(name)))
+
+    def uncertainty(self, x: float, uncertainty_slice: np.ndarray) -> None:
+        """The uncertainty in its colour map, the liver outlined in white."""
+        values = np.clip(np.nan_to_num(_resized(uncertainty_slice, self.size)), 0, 1)
+        image = matplotlib.colormaps[UNCERTAINTY_CMAP](values)[..., :3]
+        _draw_outline(image, self.masks["liver"], (1.0, 1.0, 1.0), thickness=1)
+        self.panel(x, image, "Uncertainty")
+
+    def colorbar(self, x: float, cmap: str, label: str) -> None:
+        """A 0..1 colour bar of ``cmap`` at ``x`` inches."""
+        box = (x / self.total_width, self.bottom, COLORBAR_WIDTH / self.total_width, self.height)
+        mappable = ScalarMappable(Normalize(0, 1), matplotlib.colormaps[cmap])
+        colorbar = self.figure.colorbar(mappable, cax=self.figure.add_axes(box))
+        colorbar.set_ticks([0, 0.5, 1])
+        colorbar.ax.tick_params(labelsize=8)
+        colorbar.set_label(label, fontsize=9)
+
+    def method_headers(self, names: Mapping[str, str]) -> None:
+        """Each method's name over its panels, underlined across them."""
+        for method, edges in self.groups.items():
+            left, right = min(edges) / self.total_width, max(edges) / self.total_width
+            self.figure.text(
+                (left + right) / 2,
+                self.group_y,
+                names.get(method, str(method)),
+                ha="center",
+                va="bottom",
+                fontsize=11,
+                fontweight="bold",
+            )
+            self.figure.add_artist(
+                Line2D(
+                    [left, right],
+                    [self.group_y - 0.01] * 2,
+                    color="#888888",
+                    linewidth=0.8,
+                    transform=self.figure.transFigure,
+                )
+            )
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes."""
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+        return buffer.getvalue()
 
 
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -33,6 +33,7 @@ from ..explain.cam import CAM_VARIANTS, CAM_WEIGHTINGS, DEFAULT_WEIGHTING, Layer
 from ..explain.methods import check_methods, default_cam_layer
 from ..models.batch_norm_folding import fold_batch_norm as fold_batch_norm_into_convolutions
 from ..models.networks import gradcam_layer
+from .explanation_passes import add_empty_maps, explain_labels, integrated_gradients_pass
 from .label_upsampling import labels_from_probabilities
 from .preprocessing import SliceInputSpec
 from .slices_per_pass import cpu_batch_limit
@@ -171,30 +172,17 @@ class SliceInferenceEngine:
         ``slice_spacing_mm`` (canonical axis 0) is needed when the spec has a slice step."""
         spacing = slice_spacing_mm
         self.spec.step_slices(spacing)  # a missing spacing fails before any work
-        methods = check_methods(methods) if explain_classes else []
-        cam_methods = [m for m in methods if m in CAM_VARIANTS]
-        if cam_methods and self.cam_layer is None:
-            raise ValueError("Grad-CAM needs a target layer: the model declares none")
+        methods, cam_methods = self.checked_methods(explain_classes, methods)
         if uncertainty is not None:
             check_uncertainty(uncertainty, self.model)
         report = progress or (lambda _fraction, _message: None)
         with_ig = "integrated-gradients" in methods
         start = time.perf_counter()
-        depth, rows, columns = canonical_volume.shape
-        map_shape = (depth, *self.spec.input_size)
-        outputs = SliceOutputs(
-            labels=np.zeros((depth, rows, columns), dtype=np.uint8),
-            map_size=tuple(self.spec.input_size),
-        )
-        for method in methods:
-            for class_id in explain_classes:
-                outputs.heatmaps[method, class_id] = np.zeros(map_shape, np.float32)
-        if uncertainty is not None:
-            outputs.uncertainty = np.zeros(map_shape, dtype=np.float32)
+        outputs = self._new_outputs(canonical_volume.shape, methods, explain_classes, uncertainty)
         share = 0.5 if with_ig else 1.0
-        cam = self._layer_cam(cam_methods)
-        self._for_each_batch(
-            range(depth),
+        cam = self.new_layer_cam(cam_methods)
+        self.for_each_batch(
+            range(canonical_volume.shape[0]),
             lambda batch: self._run_batch(
                 canonical_volume, batch, explain_classes, cam, uncertainty, outputs, spacing
             ),
@@ -206,11 +194,17 @@ class SliceInferenceEngine:
         )
         outputs.phase_seconds["segment"] = time.perf_counter() - start
         if with_ig:
-            mark = time.perf_counter()
-            self._run_integrated_gradients(
-                canonical_volume, explain_classes, outputs, report, cancel, share, None, spacing
+            integrated_gradients_pass(
+                self,
+                canonical_volume,
+                explain_classes,
+                outputs,
+                report,
+                cancel,
+                share,
+                None,
+                spacing,
             )
-            outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
         outputs.batch_size = self.batch_size
         outputs.seconds = time.perf_counter() - start
         return outputs
@@ -233,77 +227,56 @@ class SliceInferenceEngine:
         none is given); slices without the class keep an all-zero map. ``slice_spacing_mm``
         as for :meth:`run`.
         """
-        spacing = slice_spacing_mm
-        self.spec.step_slices(spacing)
+        if outputs is None:
+            outputs = SliceOutputs(labels=np.zeros((0, 0, 0), np.uint8))
+        return explain_labels(
+            self,
+            canonical_volume,
+            labels,
+            explain_classes,
+            methods,
+            progress,
+            cancel,
+            outputs,
+            slice_spacing_mm,
+        )
+
+    def checked_methods(
+        self, explain_classes: Sequence[int], methods: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """The methods to run (none without a class to explain) and the CAM methods among
+        them; refuses CAM methods when the model declares no target layer."""
         methods = check_methods(methods) if explain_classes else []
         cam_methods = [m for m in methods if m in CAM_VARIANTS]
         if cam_methods and self.cam_layer is None:
             raise ValueError("Grad-CAM needs a target layer: the model declares none")
-        if labels.shape != (canonical_volume.shape[0], *self.spec.input_size):
-            raise ValueError(f"labels {labels.shape} are not on the map grid of the volume")
-        report = progress or (lambda _fraction, _message: None)
-        if outputs is None:
-            outputs = SliceOutputs(labels=np.zeros((0, 0, 0), np.uint8))
-        outputs.map_size = tuple(self.spec.input_size)
-        for method in methods:
-            for class_id in explain_classes:
-                outputs.heatmaps[method, class_id] = np.zeros(labels.shape, np.float32)
-        flat = labels.reshape(labels.shape[0], -1)
-        order = [i for i in range(len(flat)) if np.isin(flat[i], explain_classes).any()]
-        with_ig = "integrated-gradients" in methods
-        share = 0.5 if with_ig and cam_methods else 1.0
-        start = time.perf_counter()
-        cam = self._layer_cam(cam_methods)
-        if cam is not None:
-            self._for_each_batch(
-                order,
-                lambda batch: self._explain_batch(
-                    canonical_volume, batch, labels, explain_classes, cam, outputs, spacing
-                ),
-                cancel,
-                report,
-                0.0,
-                share,
-                "explained slice",
-            )
-        outputs.phase_seconds["explain"] = time.perf_counter() - start
-        if with_ig:
-            mark = time.perf_counter()
-            offset = 1.0 - share if cam is not None else 0.0
-            self._run_integrated_gradients(
-                canonical_volume, explain_classes, outputs, report, cancel, offset, labels, spacing
-            )
-            outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
+        return methods, cam_methods
+
+    def _new_outputs(
+        self,
+        shape: tuple[int, int, int],
+        methods: Sequence[str],
+        explain_classes: Sequence[int],
+        uncertainty: UncertaintySpec | None,
+    ) -> SliceOutputs:
+        """Outputs of :meth:`run` for a volume of ``shape``: labels, maps and uncertainty,
+        all zero."""
+        map_shape = (shape[0], *self.spec.input_size)
+        outputs = SliceOutputs(
+            labels=np.zeros(shape, dtype=np.uint8), map_size=tuple(self.spec.input_size)
+        )
+        add_empty_maps(outputs, methods, explain_classes, map_shape)
+        if uncertainty is not None:
+            outputs.uncertainty = np.zeros(map_shape, dtype=np.float32)
         return outputs
 
-    def _layer_cam(self, cam_methods: Sequence[str]) -> LayerCAM | None:
+    def new_layer_cam(self, cam_methods: Sequence[str]) -> LayerCAM | None:
+        """A Grad-CAM(++) recorder on the model's target layer; None without CAM methods."""
         if not cam_methods:
             return None
         return LayerCAM(self.model, self.cam_layer, cam_methods, self.cam_weighting)
 
-    def _explain_batch(
-        self,
-        canonical_volume: np.ndarray,
-        indices: list[int],
-        labels: np.ndarray,
-        explain_classes: Sequence[int],
-        cam: LayerCAM,
-        outputs: SliceOutputs,
-        spacing: float | None,
-    ) -> None:
-        """CAM maps of ``indices`` explaining the given labels (one forward, one backward per
-        class)."""
-        inputs = self._inputs(canonical_volume, indices, spacing)
-        explained = torch.from_numpy(labels[indices]).to(self.device)
-        targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
-        with self._autocast():
-            _, maps = cam.explain(inputs, targets, explained)
-        with torch.inference_mode():
-            for method, per_target in maps.items():
-                for class_id, cam_map in zip(explain_classes, per_target, strict=True):
-                    outputs.heatmaps[method, class_id][indices] = cam_map.float().cpu().numpy()
-
-    def _for_each_batch(
+    def for_each_batch(
         self,
         order: Sequence[int],
         work: Callable[[list[int]], None],
@@ -332,15 +305,17 @@ class SliceInferenceEngine:
             done += len(batch)
             report(offset + share * done / len(order), f"{what} {done} of {len(order)}")
 
-    def _inputs(
+    def batch_inputs(
         self, canonical_volume: np.ndarray, indices: Sequence[int], spacing: float | None
     ) -> torch.Tensor:
+        """The network input of slices ``indices``, on the device (channels-last if chosen)."""
         inputs = self.spec.batch(canonical_volume, list(indices), spacing).to(self.device)
         if self.channels_last:
             return inputs.contiguous(memory_format=torch.channels_last)
         return inputs
 
-    def _autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision on CUDA when enabled; nothing otherwise."""
         if self.use_amp:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
@@ -356,9 +331,9 @@ class SliceInferenceEngine:
         spacing: float | None,
     ) -> None:
         slice_size = tuple(canonical_volume.shape[1:])
-        inputs = self._inputs(canonical_volume, indices, spacing)
+        inputs = self.batch_inputs(canonical_volume, indices, spacing)
         targets = [torch.full((len(indices),), c, dtype=torch.long) for c in explain_classes]
-        with self._autocast():
+        with self.autocast():
             if cam is not None:
                 logits, maps = cam.explain(inputs, targets)
             else:
@@ -381,54 +356,3 @@ class SliceInferenceEngine:
                     outputs.heatmaps[method, class_id][block] = cam_map.float().cpu().numpy()
             if uncertainty is not None:
                 outputs.uncertainty[block] = normalized_entropy(averaged).cpu().numpy()
-
-    def _run_integrated_gradients(
-        self,
-        canonical_volume: np.ndarray,
-        explain_classes: Sequence[int],
-        outputs: SliceOutputs,
-        report: ProgressCallback,
-        cancel: threading.Event | None,
-        offset: float,
-        labels: np.ndarray | None = None,
-        spacing: float | None = None,
-    ) -> None:
-        """Integrated Gradients on the slices that hold an explained class, after announcing
-        the estimated duration through ``report``; ``labels`` on the map grid are the pixels to
-        explain (default: the network's own prediction)."""
-        from ..explain.integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
-
-        explainer = IntegratedGradientsExplainer(self.model, self.spec.hu_window, **self.ig_options)
-        chosen = outputs.labels if labels is None else labels
-        flat = chosen.reshape(chosen.shape[0], -1)
-        per_class = {c: np.flatnonzero((flat == c).any(axis=1)) for c in explain_classes}
-        order = sorted(set().union(*(set(v.tolist()) for v in per_class.values())))
-        if not order:
-            outputs.integrated_gradients_estimate = 0.0
-            return
-        sample = self.spec.batch(canonical_volume, order[: min(4, self.batch_size)], spacing)
-        sample = sample.to(self.device)
-        estimate = estimate_seconds(
-            self.model, sample, sum(len(v) for v in per_class.values()), explainer.steps
-        )
-        outputs.integrated_gradients_estimate = estimate
-        report(
-            offset,
-            f"Integrated Gradients: {sum(len(v) for v in per_class.values())} slice maps, "
-            f"about {estimate:.0f} s",
-        )
-
-        def work(batch: list[int]) -> None:
-            inputs = self._inputs(canonical_volume, batch, spacing)
-            targets = [torch.full((len(batch),), c, dtype=torch.long) for c in explain_classes]
-            explainer.internal_batch_size = self.batch_size  # as much memory as a batch
-            explained = None if labels is None else torch.from_numpy(labels[batch]).to(self.device)
-            with self._autocast():
-                maps = explainer.explain(inputs, targets, explained)
-            for class_id, ig_map in zip(explain_classes, maps, strict=True):
-                values = ig_map.float().cpu().numpy()
-                outputs.heatmaps["integrated-gradients", class_id][batch] = values
-
-        self._for_each_batch(
-            order, work, cancel, report, offset, 1.0 - offset, "Integrated Gradients slice"
-        )

@@ -87,6 +87,17 @@ def wait_for_event(
         time.sleep(interval)
 
 
+def _no_console_window() -> dict[str, Any]:
+    """``Popen`` options that keep a console window from opening for the child (Windows)."""
+    options: dict[str, Any] = {}
+    if os.name == "nt":
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+        info.wShowWindow = 0
+        options["startupinfo"] = info
+    return options
+
+
 # --- the child process ------------------------------------------------------------------------
 class ChildProcess:
     """A child process whose stdout carries JSON-line events; never blocks its caller.
@@ -131,15 +142,20 @@ class ChildProcess:
         self.terminated = False  # True when the child had to be terminated or killed
         self.finished = False
         self.started_at = time.monotonic()
+        self._process = self._start(env, cwd)
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name=f"{label}-stderr", daemon=True
+        )
+        self._stdout_thread = threading.Thread(
+            target=self._read_stdout, name=f"{label}-stdout", daemon=True
+        )
+        self._stderr_thread.start()
+        self._stdout_thread.start()
 
-        options: dict[str, Any] = {}
-        if os.name == "nt":  # no console window for the child
-            info = subprocess.STARTUPINFO()
-            info.dwFlags |= subprocess.STARTF_USESHOWWINDOW
-            info.wShowWindow = 0
-            options["startupinfo"] = info
+    def _start(self, env: dict[str, str] | None, cwd: str | Path | None) -> subprocess.Popen[str]:
+        """Start the command with pipes for its output; closes the log if it cannot start."""
         try:
-            self._process = subprocess.Popen(
+            return subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -150,19 +166,11 @@ class ChildProcess:
                 bufsize=1,
                 env=child_environment(env),
                 cwd=None if cwd is None else str(cwd),
-                **options,
+                **_no_console_window(),
             )
         except OSError as error:
             self._close_log()
             raise RuntimeError(f"Could not start {self.command[0]}: {error}") from error
-        self._stderr_thread = threading.Thread(
-            target=self._read_stderr, name=f"{label}-stderr", daemon=True
-        )
-        self._stdout_thread = threading.Thread(
-            target=self._read_stdout, name=f"{label}-stdout", daemon=True
-        )
-        self._stderr_thread.start()
-        self._stdout_thread.start()
 
     # Reading (background threads) --------------------------------------------------------------
     def _write_log(self, prefix: str, line: str) -> None:
