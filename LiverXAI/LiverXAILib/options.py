@@ -159,6 +159,26 @@ class SegmentAndExplainOptions:
 
         return self.replace(explainMethods=tuple(check_methods(self.explainMethods)))
 
+    def engineFor(self, network: Any, metadata: Any) -> Any:
+        """The slice engine that runs these options with a loaded model (``load_checkpoint``):
+        device, batch size, Grad-CAM layer and IG settings from here, the tumour threshold and
+        minimum size from the checkpoint."""
+        from .segment.inference import SliceInferenceEngine, choose_device
+
+        return SliceInferenceEngine(
+            network,
+            metadata.input_spec(),
+            choose_device(self.device),
+            self.batchSize,
+            cam_layer=self.camLayer,
+            ig_options={
+                "steps": self.integratedGradientsSteps,
+                "baseline": self.integratedGradientsBaseline,
+            },
+            tumor_bias=metadata.tumor_bias,
+            min_tumor_ml=metadata.min_tumor_ml,
+        )
+
     @property
     def methodsToRun(self) -> list[str]:
         """The explanation methods that run: none when no class is explained."""

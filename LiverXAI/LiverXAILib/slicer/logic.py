@@ -36,7 +36,7 @@ from .previous_results import (
     previous_runs,
     remove_outputs,
 )
-from .results import SegmentAndExplainResult, review_item_slices
+from .results import SegmentAndExplainResult, result_from_run
 
 # torch-dependent parts (checkpoints, inference, explain, networks) are imported inside the
 # methods that use them, so the Slicer module loads and can offer to install torch first.
@@ -166,21 +166,15 @@ class LiverXAILogic:
     ) -> SegmentAndExplainResult:
         """Segment liver and tumour in ``inputVolumeNode`` and explain the chosen classes.
 
-        ``options`` (a ``SegmentAndExplainOptions``; default: the module's defaults) say how,
-        and keyword ``changes`` override single fields for the console
-        (``segmentAndExplain(node, uncertainty="none")``). Adds a labelmap (0 background,
-        1 liver, 2 tumor), one heatmap volume per explained class and method (values in
-        [0, 1], normalised once per volume), an uncertainty volume and a segmentation with
-        closed surfaces, all with the input's geometry, filed in one subject hierarchy folder
-        under the input's study; measures the explanations and lists slices to review.
-        Earlier results for the same input are kept or replaced (``existingResults``).
-        Raises ``ValueError`` for an option out of range, ``InputError`` for unusable input,
-        ``CheckpointError`` for a bad model and ``Cancelled`` when ``cancelEvent`` is set; in
-        every failure the scene is left as it was.
+        ``options`` (default: the module's defaults) with keyword ``changes`` on top
+        (``segmentAndExplain(node, uncertainty="none")``) say how. Adds, with the input's
+        geometry and in one subject hierarchy folder: a labelmap (0 background, 1 liver,
+        2 tumor), heatmaps per class and method, uncertainty and a segmentation with surfaces.
+        Raises ``ValueError`` (options), ``InputError`` (input), ``CheckpointError`` (model) or
+        ``Cancelled``; a failure leaves the scene as it was.
         """
-        from ..explain.methods import METHODS
         from ..segment.case_arrays import CaseArrays
-        from ..segment.inference import SliceInferenceEngine, choose_device, describe_device
+        from ..segment.inference import describe_device
         from ..segment.pipeline import run_pipeline
         from ..segment.uncertainty import UncertaintySpec
 
@@ -188,46 +182,52 @@ class LiverXAILogic:
         report = progressCallback or (lambda _fraction, _message: None)
         check_input_volume(inputVolumeNode)
         options = (options or SegmentAndExplainOptions()).replace(**changes).validate()
-        model, device = options.model, options.device
-        class_ids = [CLASS_NAMES.index(name) for name in options.explainClasses]
-        methods = options.methodsToRun
         uncertainty_spec = UncertaintySpec.from_name(options.uncertainty)
 
         array, ijk_to_ras = mrml.read_volume_node(inputVolumeNode)
         checked = check_ct_array(array, ijk_to_ras, inputVolumeNode.GetName(), options.allowNonHU)
         array = checked.array
         report(0.0, "Loading model")
-        network, metadata = self.loadModel(model)
-        engine = SliceInferenceEngine(
-            network,
-            metadata.input_spec(),
-            choose_device(device),
-            options.batchSize,
-            cam_layer=options.camLayer,
-            ig_options={
-                "steps": options.integratedGradientsSteps,
-                "baseline": options.integratedGradientsBaseline,
-            },
-            tumor_bias=metadata.tumor_bias,
-            min_tumor_ml=metadata.min_tumor_ml,
-        )
+        network, metadata = self.loadModel(options.model)
+        engine = options.engineFor(network, metadata)
         timings = {"preprocess": time.perf_counter() - started}
+        class_ids = [CLASS_NAMES.index(name) for name in options.explainClasses]
         result = run_pipeline(
-            array,
-            ijk_to_ras,
-            engine,
-            class_ids,
-            methods,
-            uncertainty_spec,
+            array, ijk_to_ras, engine, class_ids, options.methodsToRun, uncertainty_spec,
             progress=lambda fraction, message: report(0.02 + 0.86 * fraction, message),
             cancel=cancelEvent,
-        )
+        )  # fmt: skip
         timings.update(result.timings)
         if cancelEvent is not None and cancelEvent.is_set():
             raise Cancelled("Segment & Explain was cancelled.")
 
         mark = time.perf_counter()
         report(0.9, "Adding results to the scene")
+        nodes, run = self._addOutputNodes(inputVolumeNode, result, options)
+        timings["scene"] = time.perf_counter() - mark
+        timings["total"] = time.perf_counter() - started
+        report(1.0, "Done")
+        return result_from_run(
+            result,
+            nodes,
+            run,
+            metadata,
+            device_text=describe_device(options.device),
+            uncertainty=uncertainty_spec.describe() if uncertainty_spec else "none",
+            timings=timings,
+            warnings=checked.warnings + result.warnings,
+            arrays=CaseArrays.from_pipeline(result, ijk_to_ras),
+        )
+
+    def _addOutputNodes(
+        self, inputVolumeNode: Any, result: Any, options: SegmentAndExplainOptions
+    ) -> tuple[dict[str, Any], RunInfo]:
+        """Add a run's output nodes (all or none) and remove the input's earlier results if
+        asked; returns the nodes by role and the run's name and date."""
+        from ..segment.uncertainty import UncertaintySpec
+
+        uncertainty_spec = UncertaintySpec.from_name(options.uncertainty)
+        model = options.model
         run = RunInfo(Path(str(model)).name, time.strftime("%Y-%m-%d %H:%M:%S"))
         while run.name in previous_runs(self.scene, inputVolumeNode):  # two runs in a second
             run = RunInfo(run.model, run.created, run.repeat + 1)
@@ -246,58 +246,7 @@ class LiverXAILogic:
         )
         if options.existingResults == "replace":
             remove_outputs(self.scene, previous_outputs(self.scene, inputVolumeNode, run.name))
-        timings["scene"] = time.perf_counter() - mark
-        timings["total"] = time.perf_counter() - started
-        report(1.0, "Done")
-        primary = methods[0] if methods else None
-        statistics = result.statistics
-        return SegmentAndExplainResult(
-            labelmapNodeID=nodes["labelmap"].GetID(),
-            heatmapNodeIDs=dict(nodes["heatmaps"].get(primary, {})),
-            segmentationNodeID=nodes["segmentation"].GetID(),
-            liverVolumeMl=statistics.liver_ml,
-            tumorVolumeMl=statistics.tumor_ml,
-            tumorCount=statistics.tumor_count,
-            tumorVolumesMl=list(statistics.tumor_volumes_ml),
-            reviewSlices=list(
-                dict.fromkeys(s for item in result.review for s in review_item_slices(item))
-            ),
-            heatmapMassInsideLiver=_inside_fraction(result.quality, primary, "liver"),
-            heatmapNormalization=METHODS[primary].normalization if primary else "",
-            modelName=Path(str(model)).name,
-            modelInfo={
-                "architecture": metadata.architecture,
-                "input_size": list(metadata.input_size),
-                "hu_window": list(metadata.hu_window),
-                "num_slices": metadata.num_slices,
-                "training_data": [  # case folder and file: no local paths leak
-                    "/".join(Path(p).parts[-2:]) for p in metadata.training_data
-                ],
-                "notes": metadata.notes,
-                "created": metadata.created,
-            },
-            device=describe_device(device),
-            timings=timings,
-            explanationNodeIDs=nodes["heatmaps"],
-            uncertaintyNodeID=nodes["uncertainty"].GetID() if "uncertainty" in nodes else "",
-            uncertaintyMethod=uncertainty_spec.describe() if uncertainty_spec else "none",
-            reviewItems=result.review,
-            explanationQuality=result.quality,
-            lesions=[
-                {
-                    **lesion.to_dict(),
-                    "slices": sorted(result.input_slice(s) for s in lesion.slices),
-                }
-                for lesion in result.lesions
-            ],
-            integratedGradientsEstimateSeconds=result.integrated_gradients_estimate,
-            run=run.name,
-            created=run.created,
-            warnings=checked.warnings + result.warnings,
-            resultFolderItemID=nodes["folder"],
-            volumeRenderingNodeID=nodes["volumeRendering"],
-            arrays=CaseArrays.from_pipeline(result, ijk_to_ras),
-        )
+        return nodes, run
 
     # Batch ----------------------------------------------------------------------------------
     def processFiles(
@@ -428,11 +377,3 @@ class LiverXAILogic:
     def previousResults(self, inputVolumeNode: Any) -> list[str]:
         """Earlier LiverXAI runs on this input still in the scene ("model, date" each)."""
         return previous_runs(self.scene, inputVolumeNode)
-
-
-def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:
-    if method is None:
-        return float("nan")
-    value = quality["perClass"].get(method, {}).get(class_name, {})
-    inside = value.get("insideFraction")
-    return float("nan") if inside is None else float(inside)

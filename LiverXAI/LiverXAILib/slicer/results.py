@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..segment.case_arrays import CaseArrays
+    from ..segment.pipeline import PipelineResult
 
 
 @dataclass
@@ -96,3 +98,78 @@ def review_item_slices(item: dict[str, Any]) -> list[int]:
     """The input slices an item covers (its range for a merged item)."""
     first, last = item.get("firstSlice", item["slice"]), item.get("lastSlice", item["slice"])
     return list(range(min(first, last), max(first, last) + 1))
+
+
+def result_from_run(
+    pipeline: PipelineResult,
+    nodes: dict[str, Any],
+    run: Any,
+    metadata: Any,
+    device_text: str,
+    uncertainty: str,
+    timings: dict[str, float],
+    warnings: list[str],
+    arrays: CaseArrays,
+) -> SegmentAndExplainResult:
+    """The result of a run: the pipeline's measures, the output nodes (``add_output_nodes``)
+    of the run (``RunInfo``) and the model's description (``CheckpointMetadata``)."""
+    from ..explain.methods import METHODS
+
+    methods = list(pipeline.heatmaps)
+    primary = methods[0] if methods else None
+    statistics = pipeline.statistics
+    return SegmentAndExplainResult(
+        labelmapNodeID=nodes["labelmap"].GetID(),
+        heatmapNodeIDs=dict(nodes["heatmaps"].get(primary, {})),
+        segmentationNodeID=nodes["segmentation"].GetID(),
+        liverVolumeMl=statistics.liver_ml,
+        tumorVolumeMl=statistics.tumor_ml,
+        tumorCount=statistics.tumor_count,
+        tumorVolumesMl=list(statistics.tumor_volumes_ml),
+        reviewSlices=list(
+            dict.fromkeys(s for item in pipeline.review for s in review_item_slices(item))
+        ),
+        heatmapMassInsideLiver=_inside_fraction(pipeline.quality, primary, "liver"),
+        heatmapNormalization=METHODS[primary].normalization if primary else "",
+        modelName=run.model,
+        modelInfo=model_info(metadata),
+        device=device_text,
+        timings=timings,
+        explanationNodeIDs=nodes["heatmaps"],
+        uncertaintyNodeID=nodes["uncertainty"].GetID() if "uncertainty" in nodes else "",
+        uncertaintyMethod=uncertainty,
+        reviewItems=pipeline.review,
+        explanationQuality=pipeline.quality,
+        lesions=[
+            {**lesion.to_dict(), "slices": sorted(pipeline.input_slice(s) for s in lesion.slices)}
+            for lesion in pipeline.lesions
+        ],
+        integratedGradientsEstimateSeconds=pipeline.integrated_gradients_estimate,
+        run=run.name,
+        created=run.created,
+        warnings=warnings,
+        resultFolderItemID=nodes["folder"],
+        volumeRenderingNodeID=nodes["volumeRendering"],
+        arrays=arrays,
+    )
+
+
+def model_info(metadata: Any) -> dict[str, Any]:
+    """What the report says about the model (``CheckpointMetadata``): no local paths leak."""
+    return {
+        "architecture": metadata.architecture,
+        "input_size": list(metadata.input_size),
+        "hu_window": list(metadata.hu_window),
+        "num_slices": metadata.num_slices,
+        "training_data": ["/".join(Path(p).parts[-2:]) for p in metadata.training_data],
+        "notes": metadata.notes,
+        "created": metadata.created,
+    }
+
+
+def _inside_fraction(quality: dict[str, Any], method: str | None, class_name: str) -> float:
+    if method is None:
+        return float("nan")
+    value = quality["perClass"].get(method, {}).get(class_name, {})
+    inside = value.get("insideFraction")
+    return float("nan") if inside is None else float(inside)
