@@ -200,7 +200,6 @@ def _run_cases(
 ) -> None:
     """The loop of ``process_files`` over its cases, with the output folder locked."""
     output_dir = result.output_dir
-    total = max(len(inputs), 1)
     current = None
     try:
         for index, (path, name) in enumerate(zip(inputs, names, strict=True)):
@@ -208,28 +207,12 @@ def _run_cases(
                 result.cancelled = True
                 break
             current = index
-
-            def step(fraction: float, message: str, index: int = index, name: str = name) -> None:
-                report(
-                    (index + min(max(fraction, 0.0), 1.0)) / total,
-                    f"case {index + 1}/{len(inputs)}: {name} — {message}",
-                )
-
+            step = _case_progress(report, index, len(inputs), name)
             wanted = case_settings(settings, case_formats(path, options.exports))
             existing = None if overwrite else read_complete_report(output_dir, name)
-            differences = (
-                []
-                if existing is None
-                else settings_differences(recorded_settings(existing), wanted)
-            )
-            if existing is not None and not differences:
-                seconds = report_seconds(existing)
-                reason = "already done (overwrite to redo)"
-                result.rows[index] = row_from_report(name, existing, SKIPPED, seconds, reason)
-                step(1.0, "already done, skipped")
-            elif existing is not None:
-                result.rows[index] = empty_row(name, FAILED, mismatch_reason(differences))
-                step(1.0, "done before with other settings")
+            if existing is not None:
+                result.rows[index], message = _done_before(name, existing, wanted)
+                step(1.0, message)
             else:
                 row, case_result = _process_case(
                     logic, path, name, output_dir, step, cancel, keep_in_scene, wanted, options,
@@ -250,10 +233,42 @@ def _run_cases(
         raise
     finally:
         if result.cancelled:
-            for row in result.rows:
-                if row["status"] == PENDING:
-                    row.update(status=CANCELLED, reason="not started: the run was cancelled")
+            _cancel_pending(result)
         result.write_summary()
+
+
+def _case_progress(report: Progress, index: int, count: int, name: str) -> Progress:
+    """The progress of case ``index`` (of ``count``): its own fraction as a fraction of the
+    whole run, and its messages as "case i/n: name — message"."""
+    total = max(count, 1)
+
+    def step(fraction: float, message: str) -> None:
+        report(
+            (index + min(max(fraction, 0.0), 1.0)) / total,
+            f"case {index + 1}/{count}: {name} — {message}",
+        )
+
+    return step
+
+
+def _done_before(name: str, existing: dict, wanted: dict) -> tuple[dict[str, Any], str]:
+    """The row and progress message of a case already complete in the output folder: skipped
+    if made with the ``wanted`` settings, else failed naming the differences (only
+    ``overwrite`` redoes it)."""
+    differences = settings_differences(recorded_settings(existing), wanted)
+    if differences:
+        reason = mismatch_reason(differences)
+        return empty_row(name, FAILED, reason), "done before with other settings"
+    seconds = report_seconds(existing)
+    reason = "already done (overwrite to redo)"
+    return row_from_report(name, existing, SKIPPED, seconds, reason), "already done, skipped"
+
+
+def _cancel_pending(result: BatchResult) -> None:
+    """Every case not started gets status "cancelled"."""
+    for row in result.rows:
+        if row["status"] == PENDING:
+            row.update(status=CANCELLED, reason="not started: the run was cancelled")
 
 
 def case_formats(path: Path, export_formats: Sequence[str]) -> list[str]:
@@ -277,8 +292,7 @@ def _process_case(
     ``keep_in_scene``, its ``SegmentAndExplainResult``. Never raises an ``Exception``: a
     failure becomes a "failed" row. The scene and the output folder are left as they were,
     except for the finished case folder and, with ``keep_in_scene``, the case's nodes."""
-    from ..io.result_files import write_json, write_outputs
-    from ..io.volumes import read_volume_and_source
+    from ..io.result_files import write_json
     from ..slicer import scene as mrml
 
     started = time.perf_counter()
@@ -287,38 +301,10 @@ def _process_case(
     temporary = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{name[:40]}-", dir=output_dir))
     keep_nodes = False
     try:
-        step(0.0, "reading")
-        array, ijk_to_ras, source = read_volume_and_source(path)
-        node = mrml.add_volume_from_array(scene, array, ijk_to_ras, name)
-        del array
-        result = logic.segmentAndExplain(
-            node,
-            options,
-            progressCallback=lambda fraction, message: step(
-                0.05 + 0.8 * fraction, "segmented" if message == "Done" else message
-            ),
-            cancelEvent=cancel,
-        )
-        result.attach_source(source)
+        node, result, source = _segment_case(logic, path, name, step, cancel, options)
         step(0.86, "writing outputs")
-        segmentation = scene.GetNodeByID(result.segmentationNodeID)
-        ct = mrml.read_volume_node(node)[0]
-        report = write_outputs(result, ct, segmentation, temporary, name, path)
-        series = path if path.is_dir() else None
         formats = settings["exports"]  # case_formats
-        if formats:
-            from ..slicer.exports import export_results
-
-            export_results(
-                scene,
-                node,
-                result,
-                temporary,
-                formats,
-                name,
-                series,
-                dicom_series_uid=source.get("seriesInstanceUID"),
-            )
+        report = _write_case_outputs(scene, node, result, source, path, name, temporary, formats)
         seconds = time.perf_counter() - started
         report["timings"]["case_total"] = seconds
         report["batch"] = {
@@ -348,3 +334,59 @@ def _process_case(
             mrml.remove_case_nodes(scene, *before)
     row["seconds"] = time.perf_counter() - started
     return row, None
+
+
+def _segment_case(
+    logic: Any,
+    path: Path,
+    name: str,
+    step: Progress,
+    cancel: Any,
+    options: SegmentAndExplainOptions,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Read a case into the logic's scene (a volume node named ``name``) and segment and
+    explain it; returns the node, the ``SegmentAndExplainResult`` and where it was read from."""
+    from ..io.volumes import read_volume_and_source
+    from ..slicer import scene as mrml
+
+    step(0.0, "reading")
+    array, ijk_to_ras, source = read_volume_and_source(path)
+    node = mrml.add_volume_from_array(logic.scene, array, ijk_to_ras, name)
+    del array
+    result = logic.segmentAndExplain(
+        node,
+        options,
+        progressCallback=lambda fraction, message: step(
+            0.05 + 0.8 * fraction, "segmented" if message == "Done" else message
+        ),
+        cancelEvent=cancel,
+    )
+    result.attach_source(source)
+    return node, result, source
+
+
+def _write_case_outputs(
+    scene: Any,
+    node: Any,
+    result: Any,
+    source: dict[str, Any],
+    path: Path,
+    name: str,
+    folder: Path,
+    formats: list[str],
+) -> dict[str, Any]:
+    """Write a case's outputs and its ``formats`` exports into ``folder``; returns the report
+    (not written yet)."""
+    from ..io.result_files import write_outputs
+    from ..slicer import scene as mrml
+
+    segmentation = scene.GetNodeByID(result.segmentationNodeID)
+    ct = mrml.read_volume_node(node)[0]
+    report = write_outputs(result, ct, segmentation, folder, name, path)
+    series = path if path.is_dir() else None
+    if formats:
+        from ..slicer.exports import export_results
+
+        uid = source.get("seriesInstanceUID")
+        export_results(scene, node, result, folder, formats, name, series, dicom_series_uid=uid)
+    return report

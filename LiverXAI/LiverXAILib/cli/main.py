@@ -82,9 +82,22 @@ def _export_formats(text: str) -> tuple[str, ...]:
 
 
 def _add_segment_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``segment`` and ``demo``, in the order ``--help`` lists them."""
+    _add_model_options(parser)
+    _add_explanation_options(parser)
+    _add_output_options(parser)
+    _add_input_options(parser)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Where the outputs go, and the model and device that make them."""
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="catalog name or checkpoint path")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _add_explanation_options(parser: argparse.ArgumentParser) -> None:
+    """What is explained and how, and the uncertainty estimate."""
     parser.add_argument(
         "--explain",
         default="liver,tumor",
@@ -116,6 +129,10 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         type=_baseline,
         help="Integrated Gradients baseline: a value in HU (default -1000, air) or 'blurred'",
     )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Files written besides the standard outputs: exports and the 3D snapshot."""
     parser.add_argument(
         "--export",
         default=(),
@@ -128,6 +145,10 @@ def _add_segment_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="render the 3D view offscreen to STEM_3d.png (single case; needs OpenGL/EGL)",
     )
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """How the input is read and run: slices per pass, DICOM series, non-HU values."""
     parser.add_argument(
         "--batch-size",
         default=16,

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import Cancelled, CheckpointError, InputError
 from ..options import SegmentAndExplainOptions
@@ -43,20 +44,14 @@ def segment_file(
     """
     from ..io.atomic import check_writable_folder, staged_folder
     from ..io.result_files import write_json, write_outputs
-    from ..io.volumes import read_volume_and_source, volume_stem
-    from ..slicer.headless import create_headless_application
     from ..slicer.logic import LiverXAILogic
-    from ..slicer.scene import add_volume_from_array, read_volume_node
+    from ..slicer.scene import read_volume_node
 
     started = time.perf_counter()
     out = Path(args.out)
     check_writable_folder(out)
     _check_exports_possible(args.export, input_path, args.dicom_series)
-    array, ijk_to_ras, source = read_volume_and_source(input_path, args.dicom_series)
-    app = create_headless_application()
-    stem = volume_stem(input_path)
-    input_node = add_volume_from_array(app.scene, array, ijk_to_ras, stem)
-    del array
+    app, input_node, stem, source = _load_input(input_path, args.dicom_series)
     logic = LiverXAILogic(app.scene, app.appLogic)
     result = logic.segmentAndExplain(
         input_node, segment_options(args), progressCallback=_progress, cancelEvent=cancel
@@ -70,27 +65,10 @@ def segment_file(
         report = write_outputs(result, ct, segmentation, staging, stem, input_path)
         _stop_if_cancelled(cancel)
         if args.export:
-            from ..slicer.exports import export_results
-
-            export_results(
-                app.scene,
-                input_node,
-                result,
-                staging,
-                args.export,
-                stem=stem,
-                dicom_series_dir=input_path if input_path.is_dir() else None,
-                dicom_series_uid=source.get("seriesInstanceUID"),
-            )
+            _export(app.scene, input_node, result, staging, args.export, stem, input_path, source)
             _stop_if_cancelled(cancel)
         if args.snapshot_3d:
-            from ..slicer.display3d import segmentation_bounds
-            from ..slicer.render3d import render_3d_view
-
-            logic.setVolumeRendering(result, True)
-            segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
-            bounds = segmentation_bounds(segmentation)
-            render_3d_view(app.scene, app.appLogic, staging / f"{stem}_3d.png", bounds)
+            _snapshot_3d(app, logic, result, staging / f"{stem}_3d.png")
         if save_scene:
             _write_scene_bundle(app.scene, staging / "scene.mrb")
         report["timings"]["command_total"] = time.perf_counter() - started
@@ -103,12 +81,63 @@ def segment_file(
     return report
 
 
+def _load_input(input_path: Path, series_uid: str | None) -> tuple[Any, Any, str, dict]:
+    """Read the CT into a new headless application's scene; returns the application, the
+    CT's volume node, the file-name stem (also the node's name) and where it was read from."""
+    from ..io.volumes import read_volume_and_source, volume_stem
+    from ..slicer.headless import create_headless_application
+    from ..slicer.scene import add_volume_from_array
+
+    array, ijk_to_ras, source = read_volume_and_source(input_path, series_uid)
+    app = create_headless_application()
+    stem = volume_stem(input_path)
+    input_node = add_volume_from_array(app.scene, array, ijk_to_ras, stem)
+    return app, input_node, stem, source
+
+
+def _export(
+    scene: Any,
+    input_node: Any,
+    result: Any,
+    folder: Path,
+    formats: tuple[str, ...],
+    stem: str,
+    input_path: Path,
+    source: dict,
+) -> None:
+    """Write the ``--export`` formats into ``folder`` (file names start with ``stem``); a
+    DICOM SEG references the series of the input folder the CT was read from (``source``)."""
+    from ..slicer.exports import export_results
+
+    export_results(
+        scene,
+        input_node,
+        result,
+        folder,
+        formats,
+        stem=stem,
+        dicom_series_dir=input_path if input_path.is_dir() else None,
+        dicom_series_uid=source.get("seriesInstanceUID"),
+    )
+
+
+def _snapshot_3d(app: Any, logic: Any, result: Any, path: Path) -> None:
+    """Switch the result to volume rendering and render the 3D view offscreen to ``path``."""
+    from ..slicer.display3d import segmentation_bounds
+    from ..slicer.render3d import render_3d_view
+
+    logic.setVolumeRendering(result, True)
+    segmentation = app.scene.GetNodeByID(result.segmentationNodeID)
+    bounds = segmentation_bounds(segmentation)
+    render_3d_view(app.scene, app.appLogic, path, bounds)
+
+
 def _check_exports_possible(
     formats: tuple[str, ...], input_path: Path, series_uid: str | None
 ) -> None:
     """Refuse an export that this input cannot give, before the pipeline runs."""
     if "dicom-seg" in formats:
-        from ..slicer.exports import check_dicom_seg_export
+        from ..slicer.export_checks import check_dicom_seg_export
 
         try:
             check_dicom_seg_export(input_path, series_uid)

@@ -1,15 +1,10 @@
-"""The cross-validation's per-case measures and its tables, rebuilt from the folds' results.
+"""The cross-validation's tables, rebuilt from the folds' results.
 
-:func:`case_measures` adds to evaluation's per-case row (:class:`.evaluation.CaseEvaluation`)
-what the cross-validation reports besides: the case's confusion matrix (for the LiTS global
-Dice over all folds), true and predicted tumour volume, the volume of false tumour (predicted
-lesions touching no true lesion; on a tumour-free case, all predicted tumour) and lesion
-detection restricted to lesions of at least :data:`LARGE_LESION_MM` longest axial diameter
-(the RECIST measurable size; diameter as :func:`.lesions.measure_lesions` measures it). The
-detection criterion is evaluation's (:data:`.surface_metrics.DETECTION_CRITERION`): a large
-true lesion is detected when any of its voxels is predicted tumour, a large predicted lesion
-is a true positive when it touches any true tumour. A recall without true lesions and a
-precision without predicted lesions read n/a (not 0 or 1), per case and pooled.
+The per-case measures the folds record besides evaluation's (confusion matrix, tumour
+volumes, false tumour, detection of large lesions) are :mod:`.crossval_measures`'s;
+:func:`case_measures`, :func:`lesions_by_size` and :data:`LARGE_LESION_MM` stay importable
+from here. A recall without true lesions and a precision without predicted lesions read n/a
+(not 0 or 1), per case and pooled.
 
 :func:`write_crossval_report` writes ``DIR/metrics.md`` (the recipe, a summary and one row per
 case), ``DIR/metrics.csv`` (long format as ``evaluate`` writes it: model, scope, class, metric,
@@ -28,21 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from ..constants import CLASS_NAMES, LIVER, TUMOR
+from ..constants import LIVER, TUMOR
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from ..segment.lesions import measure_lesions
-from ..segment.masks import CONNECTIVITY_26, bounding_box
 from ..training.cases import Case
-from .metrics import confusion_matrix
+from .crossval_measures import (  # noqa: F401  (part of this module's interface)
+    LARGE_LESION_MM,
+    case_measures,
+    lesions_by_size,
+)
 from .report import write_csv
 from .surface_metrics import DETECTION_CRITERION
 
 RESULT_FILE = "result.json"
 POSTPROCESSING = "3D clean-up of Segment & Explain (as evaluate applies it)"
-LARGE_LESION_MM = 10.0
 PER_CASE_COLUMNS = (
     "fold", "case", "status", "liver_dice", "tumor_dice", "liver_hd95_mm", "tumor_hd95_mm",
     "true_lesions", "predicted_lesions", "detected_lesions", "false_positive_lesions",
@@ -58,7 +53,7 @@ def fold_name(patient: str) -> str:
     return "fold-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", patient).strip("._") or "patient")
 
 
-# --- per-case measures ------------------------------------------------------------------------
+# --- the folds --------------------------------------------------------------------------------
 
 
 def finished_folds(
@@ -79,77 +74,6 @@ def finished_folds(
         recipe = run.get("recipe", {})
         checkpoint = folder / f"{recipe.get('select', 'last')}.pt"
         yield patient, checkpoint, recipe, [cases[c] for c in case_ids]
-
-
-def _lesions(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray, int]:
-    """26-connected components, each one's longest axial diameter (mm), and their count."""
-    components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
-    diameters = np.zeros(count + 1)
-    for index, found in enumerate(ndimage.find_objects(components), start=1):
-        piece = (components[found] == index).astype(np.uint8) * TUMOR
-        diameters[index] = measure_lesions(piece, spacing)[0].longest_axial_diameter_mm
-    return components, diameters, count
-
-
-def lesions_by_size(
-    pred_labels: np.ndarray,
-    true_labels: np.ndarray,
-    spacing_mm: Sequence[float],
-    min_diameter_mm: float = LARGE_LESION_MM,
-) -> dict[str, Any]:
-    """Detection of lesions of at least ``min_diameter_mm`` and the false tumour volume.
-
-    Arrays are (slices, rows, columns) with ``spacing_mm`` in that order. Returns counts of
-    large true lesions, of those detected, of large predicted lesions and of those touching
-    true tumour; ``false_tumor_ml`` (predicted lesions of any size touching no true lesion)
-    and ``true_lesion_sizes`` (diameter, volume and detection of every true lesion).
-    """
-    pred, true = np.asarray(pred_labels) == TUMOR, np.asarray(true_labels) == TUMOR
-    result: dict[str, Any] = dict.fromkeys(
-        ("true_large_lesions", "detected_large_lesions", "predicted_large_lesions"), 0
-    )
-    result.update(true_positive_large_lesions=0, false_tumor_ml=0.0, true_lesion_sizes=[])
-    box = bounding_box(pred | true)
-    if box is None:
-        return result
-    voxel_ml = math.prod(float(s) for s in spacing_mm) / 1000.0
-    true_components, true_diameters, n_true = _lesions(true[box], spacing_mm)
-    pred_components, pred_diameters, n_pred = _lesions(pred[box], spacing_mm)
-    overlap = (true_components > 0) & (pred_components > 0)
-    hit_true = np.zeros(n_true + 1, dtype=bool)
-    hit_true[np.unique(true_components[overlap])] = True
-    hit_pred = np.zeros(n_pred + 1, dtype=bool)
-    hit_pred[np.unique(pred_components[overlap])] = True
-    large_true = true_diameters[1:] >= min_diameter_mm
-    large_pred = pred_diameters[1:] >= min_diameter_mm
-    pred_sizes = np.bincount(pred_components.ravel(), minlength=n_pred + 1)[1:]
-    true_sizes = np.bincount(true_components.ravel(), minlength=n_true + 1)[1:]
-    result.update(
-        true_large_lesions=int(large_true.sum()),
-        detected_large_lesions=int((large_true & hit_true[1:]).sum()),
-        predicted_large_lesions=int(large_pred.sum()),
-        true_positive_large_lesions=int((large_pred & hit_pred[1:]).sum()),
-        false_tumor_ml=float(pred_sizes[~hit_pred[1:]].sum() * voxel_ml),
-        true_lesion_sizes=[
-            {"diameter_mm": float(d), "volume_ml": float(v * voxel_ml), "detected": bool(h)}
-            for d, v, h in zip(true_diameters[1:], true_sizes, hit_true[1:], strict=True)
-        ],
-    )
-    return result
-
-
-def case_measures(
-    pred_labels: np.ndarray, true_labels: np.ndarray, spacing_mm: Sequence[float]
-) -> dict[str, Any]:
-    """The cross-validation's measures of one case besides evaluation's (module docstring)."""
-    voxel_ml = math.prod(float(s) for s in spacing_mm) / 1000.0
-    return {
-        "confusion": confusion_matrix(pred_labels, true_labels, len(CLASS_NAMES)).tolist(),
-        "true_tumor_ml": float(np.count_nonzero(true_labels == TUMOR) * voxel_ml),
-        "predicted_tumor_ml": float(np.count_nonzero(pred_labels == TUMOR) * voxel_ml),
-        "large_lesion_mm": LARGE_LESION_MM,
-        **lesions_by_size(pred_labels, true_labels, spacing_mm),
-    }
 
 
 # --- the rows and the summary -----------------------------------------------------------------

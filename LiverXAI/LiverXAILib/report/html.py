@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..io.atomic import atomic_path
+from .explanation_sections import agreement_section, explanation_quality_section
 from .format import (
     NA,
     at,
@@ -31,7 +32,6 @@ from .format import (
     th,
     words,
 )
-from .quality import agreement_section, explanation_quality_section
 
 MAX_REVIEW_ROWS = 50
 

@@ -1,5 +1,5 @@
-"""Checks before Segment & Explain starts: the CT array, its geometry and the run's options,
-in words a clinician reads.
+"""Checks before Segment & Explain starts: the CT array and its geometry, in words a clinician
+reads (the run's options are checked by ``options.SegmentAndExplainOptions.validate``).
 
 Refused (``InputError``): no voxels, no finite value, mostly non-finite values, a constant
 volume, values that do not look like Hounsfield units (unless allowed), a geometry that cannot

@@ -17,13 +17,13 @@ Formats (file names start with ``STEM``, by default the input node's name):
 Volume files keep the node's own geometry (a parent transform is not applied, as when Slicer
 saves a volume); surfaces are exported by Slicer's own exporter, which applies it. Every file
 is written atomically, and a DICOM SEG that cannot be made is refused before anything is
-written.
+written. The formats, the file-name stem and the checks made before writing are
+:mod:`export_checks`'s (their names are importable from here too).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,51 +35,23 @@ from ..io.dicom_seg import DicomSegError
 from ..io.result_files import FILE_SLUGS
 from ..io.volumes import write_volume
 from . import scene as mrml
+from .export_checks import (  # noqa: F401  (part of this module's interface)
+    FORMATS,
+    SEGMENT_NAMES,
+    ExportError,
+    check_dicom_seg_export,
+    check_formats,
+    default_formats,
+    require_highdicom,
+    result_node,
+    safe_stem,
+    segment_ids,
+)
 from .results import SegmentAndExplainResult
 
-FORMATS: tuple[str, ...] = ("nifti", "nrrd", "stl", "obj", "dicom-seg")
 VOLUME_SUFFIXES = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
-SEGMENT_NAMES: tuple[str, ...] = ("liver", "tumor")
 
 Progress = Callable[[float, str], None]
-
-
-class ExportError(ValueError):
-    """Results cannot be exported as asked: unknown format, or a node of the result is gone."""
-
-
-def check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
-    """The formats asked for, lower-cased and without repeats; ``ExportError`` names unknown
-    ones and lists the choices."""
-    if isinstance(formats, str):
-        formats = [formats]
-    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats))
-    unknown = [f for f in chosen if f not in FORMATS]
-    if unknown:
-        raise ExportError(f"Unknown export format {unknown}: choose from {list(FORMATS)}.")
-    if not chosen:
-        raise ExportError(f"No export format chosen: choose from {list(FORMATS)}.")
-    return chosen
-
-
-def safe_stem(name: str) -> str:
-    """A file-name stem from a node name: letters, digits, ``.``, ``_`` and ``-`` only
-    (spaces would break the material reference of OBJ files)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return stem or "liverxai"
-
-
-def default_formats(input_node: Any, dicom_series_dir: str | Path | None = None) -> tuple[str, ...]:
-    """Every format, DICOM SEG only when the source DICOM series is known."""
-    from ..io.dicom_seg import files_from_dicom_database
-
-    known = dicom_series_dir is not None
-    if not known:
-        try:
-            known = files_from_dicom_database(input_node) is not None
-        except DicomSegError:
-            known = False
-    return FORMATS if known else tuple(f for f in FORMATS if f != "dicom-seg")
 
 
 # Volumes ------------------------------------------------------------------------------------
@@ -94,13 +66,6 @@ def volume_node_ids(result: SegmentAndExplainResult, stem: str) -> dict[str, str
     return names
 
 
-def _node(scene: Any, node_id: str, what: str) -> Any:
-    node = scene.GetNodeByID(node_id) if node_id else None
-    if node is None:
-        raise ExportError(f"The {what} of this result ({node_id or 'none'}) is not in the scene.")
-    return node
-
-
 def export_volumes(scene: Any, nodes: dict[str, Any], out_dir: Path, suffix: str) -> list[Path]:
     """Write each volume node (file name without suffix → node) with its own geometry."""
     paths = []
@@ -112,18 +77,6 @@ def export_volumes(scene: Any, nodes: dict[str, Any], out_dir: Path, suffix: str
 
 
 # Surfaces -----------------------------------------------------------------------------------
-def segment_ids(segmentation_node: Any) -> dict[str, str]:
-    """Segment ID of the liver and tumour segments; ``ExportError`` if one is missing."""
-    segmentation = segmentation_node.GetSegmentation()
-    ids = {name: segmentation.GetSegmentIdBySegmentName(name) for name in SEGMENT_NAMES}
-    missing = [name for name, segment_id in ids.items() if not segment_id]
-    if missing:
-        raise ExportError(
-            f"{segmentation_node.GetName()} has no segment named {missing} (renamed or deleted?)."
-        )
-    return ids
-
-
 def _has_surface(segmentation_node: Any, segment_id: str) -> bool:
     import slicer
     import vtk
@@ -215,43 +168,6 @@ def segment_masks(
     return masks, ijk_to_ras
 
 
-def _require_highdicom() -> None:
-    try:
-        import highdicom  # noqa: F401
-    except ImportError as error:
-        raise DicomSegError(
-            "DICOM SEG export needs the QuantitativeReporting extension (in Slicer) or the "
-            "highdicom package (slicer.util.pip_install('highdicom') or pip install highdicom)."
-        ) from error
-
-
-def check_dicom_seg_export(input_path: str | Path, series_uid: str | None = None) -> list[str]:
-    """Before a long run: whether a DICOM SEG of ``input_path`` can be made (a folder holding
-    a DICOM series whose headers a SEG can reference). Returns the repairs the SEG will carry
-    (sentences, see :mod:`dicom_seg_sources`). Raises ``ExportError`` for an input that is not
-    a DICOM folder, ``InputError`` for a folder without a usable or unambiguous series (pick
-    one with ``series_uid``), ``DicomSegError`` when the SEG cannot be made. Reads headers only
-    and builds a two-frame SEG: a second or so."""
-    from ..io.dicom_seg_sources import check_series
-
-    path = Path(input_path)
-    needs = "--export dicom-seg needs a DICOM series folder as input"
-    if not path.exists():
-        raise ExportError(f"{needs}; {path} does not exist.")
-    if not path.is_dir():
-        name = path.name.lower()
-        kind = (
-            "a NIfTI file"
-            if name.endswith((".nii", ".nii.gz"))
-            else "an NRRD file"
-            if name.endswith((".nrrd", ".nhdr"))
-            else "a file"
-        )
-        raise ExportError(f"{needs}; {path.name} is {kind}.")
-    _require_highdicom()
-    return check_series(path, series_uid)[1]
-
-
 def prepare_dicom_seg(
     scene: Any,
     input_node: Any,
@@ -270,28 +186,21 @@ def prepare_dicom_seg(
     """
     from ..io import dicom_seg
 
-    segmentation_node = _node(scene, result.segmentationNodeID, "segmentation")
+    segmentation_node = result_node(scene, result.segmentationNodeID, "segmentation")
     algorithm = f"LiverXAI {result.modelName}".strip()
     description = f"LiverXAI liver and tumour ({result.modelName})"
     name = input_node.GetName()
     if dicom_series_dir is not None:
-        from ..io.dicom_seg_sources import series_segmentation
-
-        _require_highdicom()
-        masks, ijk_to_ras = segment_masks(scene, segmentation_node, input_node)
-        dataset, _ = series_segmentation(
+        return _seg_from_folder(
+            scene,
+            segmentation_node,
+            input_node,
             dicom_series_dir,
-            masks,
-            ijk_to_ras,
-            algorithm,
-            _version(),
-            description,
             series_uid,
-            name,
+            algorithm,
+            description,
         )
-        return lambda path: dicom_seg.write_dataset(dataset, path)
     files = dicom_seg.files_from_dicom_database(input_node)
-    where = "Slicer's DICOM database"
     if files is None:
         raise DicomSegError(
             f"{name} did not come from DICOM (no source DICOM series is known), and a DICOM "
@@ -304,7 +213,52 @@ def prepare_dicom_seg(
         return lambda path: dicom_seg.export_with_slicer(
             exporter, segmentation_node, path, algorithm, description
         )
-    _require_highdicom()
+    return _seg_from_database(scene, segmentation_node, input_node, files, algorithm, description)
+
+
+def _seg_from_folder(
+    scene: Any,
+    segmentation_node: Any,
+    input_node: Any,
+    folder: str | Path,
+    series_uid: str | None,
+    algorithm: str,
+    description: str,
+) -> Callable[[Path], None]:
+    """The SEG writer (highdicom) for the source series in the DICOM ``folder`` (``series_uid``
+    or the one :func:`dicom_seg_sources.series_segmentation` chooses)."""
+    from ..io import dicom_seg
+    from ..io.dicom_seg_sources import series_segmentation
+
+    require_highdicom()
+    masks, ijk_to_ras = segment_masks(scene, segmentation_node, input_node)
+    dataset, _ = series_segmentation(
+        folder,
+        masks,
+        ijk_to_ras,
+        algorithm,
+        _version(),
+        description,
+        series_uid,
+        input_node.GetName(),
+    )
+    return lambda path: dicom_seg.write_dataset(dataset, path)
+
+
+def _seg_from_database(
+    scene: Any,
+    segmentation_node: Any,
+    input_node: Any,
+    files: Any,
+    algorithm: str,
+    description: str,
+) -> Callable[[Path], None]:
+    """The SEG writer (highdicom) for the input's ``files`` in Slicer's DICOM database: the
+    largest of their series that fits the CT's grid is the source."""
+    from ..io import dicom_seg
+
+    where = "Slicer's DICOM database"
+    require_highdicom()
     series = dicom_seg.read_headers(files)
     if not series:
         raise DicomSegError(f"No DICOM images found in {where}.")
@@ -321,6 +275,7 @@ def prepare_dicom_seg(
         return lambda path: dicom_seg.write_dataset(dataset, path)
     if len(errors) > 1:
         errors[0] = f"none of its {len(errors)} series fits; the largest: {errors[0]}"
+    name = input_node.GetName()
     raise DicomSegError(f"The DICOM series in {where} is not the source of {name}: {errors[0]}")
 
 
@@ -355,7 +310,7 @@ def export_results(
     """
     chosen = check_formats(formats)
     report = progress or (lambda _fraction, _message: None)
-    segmentation_node = _node(scene, result.segmentationNodeID, "segmentation")
+    segmentation_node = result_node(scene, result.segmentationNodeID, "segmentation")
     if input_node is None:
         input_node = segmentation_node.GetNodeReference(
             segmentation_node.GetReferenceImageGeometryReferenceRole()
@@ -364,7 +319,7 @@ def export_results(
             raise ExportError("The input CT of this result is not known; pass its volume node.")
     stem = safe_stem(stem or input_node.GetName())
     volumes = {
-        name: _node(scene, node_id, name.removeprefix(f"{stem}_") + " volume")
+        name: result_node(scene, node_id, name.removeprefix(f"{stem}_") + " volume")
         for name, node_id in volume_node_ids(result, stem).items()
     }
     if "stl" in chosen or "obj" in chosen:

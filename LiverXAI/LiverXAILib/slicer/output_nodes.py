@@ -70,60 +70,24 @@ def add_output_nodes(
     Returns the nodes by role; ``"heatmaps"`` maps method → class name → node ID,
     ``"folder"`` is the run's subject hierarchy folder.
     """
-    from ..explain.methods import METHODS, NORMALIZATION_DESCRIPTIONS
-
     base = inputVolumeNode.GetName()
     created: dict[str, Any] = {}
-    heatmap_ids: dict[str, dict[str, str]] = {}
     existing = mrml.node_ids(scene)
     folder = 0
     try:
-        labelmap = mrml.add_output_volume(
-            scene, inputVolumeNode, orientation.invert(labels), f"{base} LiverXAI labels", True
-        )
-        created["labelmap"] = labelmap
-        mrml.style_labelmap(scene, labelmap)
-        labelmap.SetDescription(
-            f"LiverXAI labels (0 background, 1 liver, 2 tumor) of {base} {run.by()}"
-        )
-        for method, per_class in heatmaps.items():
-            info = METHODS[method]
-            normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
-            for class_id, heatmap in per_class.items():
-                name = CLASS_NAMES[class_id]
-                node = mrml.add_map_volume(
-                    scene,
-                    inputVolumeNode,
-                    orientation.invert(heatmap),
-                    f"{base} {info.label} {name}",
-                )
-                created[f"{method} {name}"] = node
-                heatmap_ids.setdefault(method, {})[name] = node.GetID()
-                mrml.style_heatmap(
-                    scene, node, f"{info.label} for {name} {run.by()}: {normalization}"
-                )
+        labelmap = _add_labelmap(scene, inputVolumeNode, orientation.invert(labels), run, created)
+        heatmap_ids = _add_heatmaps(scene, inputVolumeNode, orientation, heatmaps, run, created)
         if uncertainty is not None:
-            node = mrml.add_map_volume(
-                scene, inputVolumeNode, orientation.invert(uncertainty), f"{base} uncertainty"
-            )
-            created["uncertainty"] = node
-            mrml.style_heatmap(
+            _add_uncertainty(
                 scene,
-                node,
-                f"Uncertainty (normalised predictive entropy, 0 = sure, 1 = classes equally "
-                f"likely) by {uncertainty_description}, {run.by()}",
-                mrml.UNCERTAINTY_COLOR_NODE_IDS,
+                inputVolumeNode,
+                orientation.invert(uncertainty),
+                uncertainty_description,
+                run,
+                created,
             )
-        segmentation = mrml.add_segmentation(
-            scene,
-            module_logic("Segmentations"),
-            labelmap,
-            inputVolumeNode,
-            f"{base} LiverXAI segmentation",
-        )
+        segmentation = _add_segmentation(scene, module_logic, inputVolumeNode, labelmap, run)
         created["segmentation"] = segmentation
-        segmentation.SetDescription(f"Liver and tumour of {base} {run.by()}")
-        apply_terminology(segmentation)
         rendering = show_3d(module_logic, inputVolumeNode, labelmap, segmentation, display)
         transform_id = inputVolumeNode.GetTransformNodeID()
         for node in created.values():  # outputs follow the input's parent transform
@@ -133,14 +97,7 @@ def add_output_nodes(
             scene, inputVolumeNode, created.values(), f"LiverXAI {base} ({run.name})"
         )
         if showResults:
-            first_heatmap = next(
-                (scene.GetNodeByID(i) for ids in heatmap_ids.values() for i in ids.values()),
-                None,
-            )
-            mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
-            bounds = segmentation_bounds(segmentation)
-            if bounds is not None:
-                centre_3d_views(scene, bounds)
+            _show_results(scene, inputVolumeNode, heatmap_ids, labelmap, segmentation)
     except BaseException:
         if folder:
             subject_hierarchy(scene).RemoveItem(folder, False)
@@ -150,6 +107,115 @@ def add_output_nodes(
     created["folder"] = folder
     created["volumeRendering"] = rendering[0].GetID() if rendering else ""
     return created
+
+
+def _add_labelmap(
+    scene: Any, inputVolumeNode: Any, labels: np.ndarray, run: RunInfo, created: dict[str, Any]
+) -> Any:
+    """The labelmap node of ``labels`` (input's grid), styled and described; into ``created``."""
+    base = inputVolumeNode.GetName()
+    labelmap = mrml.add_output_volume(
+        scene, inputVolumeNode, labels, f"{base} LiverXAI labels", True
+    )
+    created["labelmap"] = labelmap
+    mrml.style_labelmap(scene, labelmap)
+    labelmap.SetDescription(
+        f"LiverXAI labels (0 background, 1 liver, 2 tumor) of {base} {run.by()}"
+    )
+    return labelmap
+
+
+def _add_heatmaps(
+    scene: Any,
+    inputVolumeNode: Any,
+    orientation: CanonicalOrientation,
+    heatmaps: dict[str, dict[int, np.ndarray]],
+    run: RunInfo,
+    created: dict[str, Any],
+) -> dict[str, dict[str, str]]:
+    """One styled map node per method and class (into ``created`` as ``"<method> <class>"``);
+    returns their IDs by method and class name."""
+    from ..explain.methods import METHODS, NORMALIZATION_DESCRIPTIONS
+
+    base = inputVolumeNode.GetName()
+    heatmap_ids: dict[str, dict[str, str]] = {}
+    for method, per_class in heatmaps.items():
+        info = METHODS[method]
+        normalization = NORMALIZATION_DESCRIPTIONS[info.normalization]
+        for class_id, heatmap in per_class.items():
+            name = CLASS_NAMES[class_id]
+            node = mrml.add_map_volume(
+                scene,
+                inputVolumeNode,
+                orientation.invert(heatmap),
+                f"{base} {info.label} {name}",
+            )
+            created[f"{method} {name}"] = node
+            heatmap_ids.setdefault(method, {})[name] = node.GetID()
+            mrml.style_heatmap(scene, node, f"{info.label} for {name} {run.by()}: {normalization}")
+    return heatmap_ids
+
+
+def _add_uncertainty(
+    scene: Any,
+    inputVolumeNode: Any,
+    uncertainty: np.ndarray,
+    uncertainty_description: str,
+    run: RunInfo,
+    created: dict[str, Any],
+) -> None:
+    """The uncertainty map node, styled with its own colours; into ``created``."""
+    node = mrml.add_map_volume(
+        scene, inputVolumeNode, uncertainty, f"{inputVolumeNode.GetName()} uncertainty"
+    )
+    created["uncertainty"] = node
+    mrml.style_heatmap(
+        scene,
+        node,
+        f"Uncertainty (normalised predictive entropy, 0 = sure, 1 = classes equally "
+        f"likely) by {uncertainty_description}, {run.by()}",
+        mrml.UNCERTAINTY_COLOR_NODE_IDS,
+    )
+
+
+def _add_segmentation(
+    scene: Any,
+    module_logic: Callable[[str], Any],
+    inputVolumeNode: Any,
+    labelmap: Any,
+    run: RunInfo,
+) -> Any:
+    """The segmentation node of the labelmap with closed surfaces and SNOMED CT terms."""
+    base = inputVolumeNode.GetName()
+    segmentation = mrml.add_segmentation(
+        scene,
+        module_logic("Segmentations"),
+        labelmap,
+        inputVolumeNode,
+        f"{base} LiverXAI segmentation",
+    )
+    segmentation.SetDescription(f"Liver and tumour of {base} {run.by()}")
+    apply_terminology(segmentation)
+    return segmentation
+
+
+def _show_results(
+    scene: Any,
+    inputVolumeNode: Any,
+    heatmap_ids: dict[str, dict[str, str]],
+    labelmap: Any,
+    segmentation: Any,
+) -> None:
+    """Show the input, the first map and the labels in the slice views; centre the 3D views
+    on the segmentation."""
+    first_heatmap = next(
+        (scene.GetNodeByID(i) for ids in heatmap_ids.values() for i in ids.values()),
+        None,
+    )
+    mrml.show_in_slice_views(scene, inputVolumeNode, first_heatmap, labelmap)
+    bounds = segmentation_bounds(segmentation)
+    if bounds is not None:
+        centre_3d_views(scene, bounds)
 
 
 def show_3d(

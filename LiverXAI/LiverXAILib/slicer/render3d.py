@@ -51,8 +51,6 @@ def render_3d_view(
     The camera looks at ``bounds`` (RAS) from the patient's front; without bounds it frames
     everything shown.
     """
-    import slicer
-
     why_not = offscreen_rendering_available()
     if why_not:
         raise RuntimeError(f"Cannot render the 3D view offscreen: {why_not}")
@@ -65,42 +63,66 @@ def render_3d_view(
         view.SetBoxVisible(True)
         view.SetAxisLabelsVisible(True)
         camera.SetLayoutName(LAYOUT_NAME)
-        window.SetOffScreenRendering(True)
-        window.SetSize(*size)
-        renderer = vtk.vtkRenderer()
-        window.AddRenderer(renderer)
-        interactor = vtk.vtkRenderWindowInteractor()  # the managers need one to attach to
-        interactor.SetRenderWindow(window)
-        factory = slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance()
-        factory.SetMRMLApplicationLogic(app_logic)
-        for name in DISPLAYABLE_MANAGERS:
-            if not factory.IsDisplayableManagerRegistered(name):
-                factory.RegisterDisplayableManager(name)
-        group = factory.InstantiateDisplayableManagers(renderer)
+        renderer, interactor = _set_up_window(window, size)  # both live until the end
+        group = _displayable_managers(app_logic, renderer)
         group.SetMRMLDisplayableNode(view)
-        if bounds is not None:
-            aim_camera(camera, bounds)
-        else:
-            renderer.ResetCamera()
-        window.Render()
-        camera.ResetClippingRange()
-        window.Render()
-        capture = vtk.vtkWindowToImageFilter()
-        capture.SetInput(window)
-        capture.ReadFrontBufferOff()
-        capture.Update()
-        target = Path(path)
-        with atomic_path(target, suffix=".png") as temporary:
-            writer = vtk.vtkPNGWriter()
-            writer.SetFileName(str(temporary))
-            writer.SetInputData(capture.GetOutput())
-            writer.Write()
-            if writer.GetErrorCode():
-                raise RuntimeError(f"Writing {target} failed.")
-        return target
+        _render(window, renderer, camera, bounds)
+        return _write_png(window, Path(path))
     finally:
         if group is not None:
             group.SetMRMLDisplayableNode(None)
         window.Finalize()
         scene.RemoveNode(camera)
         scene.RemoveNode(view)
+
+
+def _set_up_window(window: Any, size: tuple[int, int]) -> tuple[Any, Any]:
+    """Make ``window`` offscreen of ``size`` with one renderer; returns the renderer and the
+    interactor the displayable managers attach to (keep both referenced while rendering)."""
+    window.SetOffScreenRendering(True)
+    window.SetSize(*size)
+    renderer = vtk.vtkRenderer()
+    window.AddRenderer(renderer)
+    interactor = vtk.vtkRenderWindowInteractor()  # the managers need one to attach to
+    interactor.SetRenderWindow(window)
+    return renderer, interactor
+
+
+def _displayable_managers(app_logic: Any, renderer: Any) -> Any:
+    """The group of Slicer's 3D displayable managers (:data:`DISPLAYABLE_MANAGERS`, registered
+    if need be) drawing into ``renderer``."""
+    import slicer
+
+    factory = slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance()
+    factory.SetMRMLApplicationLogic(app_logic)
+    for name in DISPLAYABLE_MANAGERS:
+        if not factory.IsDisplayableManagerRegistered(name):
+            factory.RegisterDisplayableManager(name)
+    return factory.InstantiateDisplayableManagers(renderer)
+
+
+def _render(window: Any, renderer: Any, camera: Any, bounds: list[float] | None) -> None:
+    """Aim the camera at ``bounds`` (or frame everything shown) and render."""
+    if bounds is not None:
+        aim_camera(camera, bounds)
+    else:
+        renderer.ResetCamera()
+    window.Render()
+    camera.ResetClippingRange()
+    window.Render()
+
+
+def _write_png(window: Any, target: Path) -> Path:
+    """Capture the rendered window and write it to ``target`` as a PNG, atomically."""
+    capture = vtk.vtkWindowToImageFilter()
+    capture.SetInput(window)
+    capture.ReadFrontBufferOff()
+    capture.Update()
+    with atomic_path(target, suffix=".png") as temporary:
+        writer = vtk.vtkPNGWriter()
+        writer.SetFileName(str(temporary))
+        writer.SetInputData(capture.GetOutput())
+        writer.Write()
+        if writer.GetErrorCode():
+            raise RuntimeError(f"Writing {target} failed.")
+    return target
