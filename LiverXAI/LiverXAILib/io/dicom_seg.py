@@ -64,30 +64,6 @@ def dicom_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def files_from_dicom_database(volume_node: Any) -> list[Path] | None:
-    """Source files of a volume loaded through Slicer's DICOM module, or None when the node has
-    no ``DICOM.instanceUIDs`` or there is no DICOM database (headless)."""
-    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
-    if not uids:
-        return None
-    try:
-        import slicer
-
-        database = slicer.dicomDatabase
-    except (ImportError, AttributeError):
-        return None
-    if database is None:
-        return None
-    files = [database.fileForInstance(uid) for uid in uids]
-    missing = sum(1 for f in files if not f)
-    if missing:
-        raise DicomSegError(
-            f"{missing} of the {len(uids)} source DICOM files of {volume_node.GetName()} are not "
-            "in the DICOM database any more; a DICOM SEG must reference the source images."
-        )
-    return [Path(f) for f in files]
-
-
 def read_headers(files: Sequence[Path]) -> dict[str, list[Any]]:
     """Headers (no pixel data) of the images among ``files`` that can be placed in space
     (position, orientation, spacing), by series UID; other files are skipped."""

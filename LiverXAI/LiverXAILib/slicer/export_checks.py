@@ -48,7 +48,7 @@ def safe_stem(name: str) -> str:
 
 def default_formats(input_node: Any, dicom_series_dir: str | Path | None = None) -> tuple[str, ...]:
     """Every format, DICOM SEG only when the source DICOM series is known."""
-    from ..io.dicom_seg import files_from_dicom_database
+    from .dicom_database import files_from_dicom_database
 
     known = dicom_series_dir is not None
     if not known:

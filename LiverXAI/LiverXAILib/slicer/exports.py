@@ -35,6 +35,7 @@ from ..io.dicom_seg import DicomSegError
 from ..io.result_files import FILE_SLUGS
 from ..io.volumes import write_volume
 from . import scene as mrml
+from .dicom_database import files_from_dicom_database
 from .export_checks import (  # noqa: F401  (part of this module's interface)
     FORMATS,
     SEGMENT_NAMES,
@@ -200,7 +201,7 @@ def prepare_dicom_seg(
             algorithm,
             description,
         )
-    files = dicom_seg.files_from_dicom_database(input_node)
+    files = files_from_dicom_database(input_node)
     if files is None:
         raise DicomSegError(
             f"{name} did not come from DICOM (no source DICOM series is known), and a DICOM "
