@@ -35,6 +35,7 @@ def test_slices_run_from_superior_to_inferior():
     chosen = choose_slices(labels)
     assert chosen == sorted(chosen, reverse=True) and len(chosen) == 4
     assert int((labels == 2).sum(axis=(1, 2)).argmax()) in chosen
+    assert int((labels >= 1).sum(axis=(1, 2)).argmax()) in chosen  # the liver map is strongest
 
 
 def test_title_says_what_the_case_is():

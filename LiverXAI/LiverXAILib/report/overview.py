@@ -30,23 +30,27 @@ HEAT_ALPHA = 0.6
 REGION_ON_HEAT = (0, 229, 255)  # cyan: the explained class's predicted region
 TITLE_HEIGHT = 58
 HEADER_HEIGHT = 26
-FOOTER_HEIGHT = 104
+FOOTER_HEIGHT = 120
 BAR_OFFSET, BAR_HEIGHT = 34, 12  # the colour bar's rows in the footer
 CLASS_DISPLAY = {"liver": "liver", "tumor": "tumour"}
 DEFAULT_SCALE_NOTE = (
     "0 = no attention, 1 = the 99th percentile of the map inside the predicted region "
-    "(higher values shown as 1); the same scale on every slice of this case"
+    "(higher values shown as 1); the same scale on every slice of this case, so a slice "
+    "that holds little of the class shows a faint map"
 )
 
 
 def choose_slices(labels: np.ndarray, count: int = 4) -> list[int]:
-    """Axial indices to show, superior first: the largest tumour slice and liver slices
-    spread across the organ (canonical axis 0 runs inferior to superior)."""
+    """Axial indices to show, superior first: the largest tumour section, the largest liver
+    section (a map's scale follows the area it explains, so the liver map is strongest there)
+    and liver slices spread across the organ (canonical axis 0 runs inferior to superior)."""
     areas_liver = (labels >= LIVER).reshape(labels.shape[0], -1).sum(axis=1)
     areas_tumor = (labels == TUMOR).reshape(labels.shape[0], -1).sum(axis=1)
     chosen: list[int] = []
     if areas_tumor.max(initial=0) > 0:
         chosen.append(int(areas_tumor.argmax()))
+    if areas_liver.max(initial=0) > 0 and int(areas_liver.argmax()) not in chosen:
+        chosen.append(int(areas_liver.argmax()))
     liver_slices = np.flatnonzero(areas_liver > 0)
     if liver_slices.size == 0:
         liver_slices = np.arange(labels.shape[0])
@@ -176,7 +180,7 @@ def _footer(canvas: Image.Image, top: int, scale_note: str) -> None:
     draw.text(
         (bar_right + 12, bar_top + 13), "looked to decide the class", fill="white", font=small
     )
-    for line, text in enumerate(_wrapped(scale_note, draw, small, width - 20)[:2]):
+    for line, text in enumerate(_wrapped(scale_note, draw, small, width - 20)[:3]):
         draw.text((10, top + 70 + 15 * line), text, fill=(200, 200, 200), font=small)
 
 
@@ -213,6 +217,8 @@ def render_overview(
     slices = choose_slices(labels)
     tumour_areas = [np.count_nonzero(labels[i] == TUMOR) for i in range(labels.shape[0])]
     largest_tumour = int(np.argmax(tumour_areas)) if max(tumour_areas, default=0) else None
+    liver_areas = [np.count_nonzero(labels[i] >= LIVER) for i in range(labels.shape[0])]
+    largest_liver = int(np.argmax(liver_areas)) if max(liver_areas, default=0) else None
     size = _tile_size((labels.shape[1] * spacing[1]) / (labels.shape[2] * spacing[2]))
     columns = 1 + len(heatmaps)
     width = max(columns * TILE, 2 * TILE)
@@ -239,6 +245,8 @@ def render_overview(
         label = f"slice {number(index)}"
         if index == largest_tumour:
             label += " (largest tumour section)"
+        elif index == largest_liver:
+            label += " (largest liver section)"
         draw.text(
             (6, y + 4), label, fill="white", font=_font(13), stroke_width=2, stroke_fill="black"
         )
