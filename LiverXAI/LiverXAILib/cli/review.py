@@ -26,6 +26,11 @@ def add_review_parser(commands: Any) -> None:
     calibrate.add_argument("--out", required=True, type=Path, help="the score's JSON file")
     calibrate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     calibrate.add_argument("--rows", type=Path, help="per-slice rows of an earlier calibration")
+    calibrate.add_argument(
+        "--layer",
+        help="Grad-CAM layer of the folds' models (default: each checkpoint's measured layer, "
+        "else the architecture's); calibrate at the layer the shipped model explains with",
+    )
 
 
 def run_review_calibration(args: argparse.Namespace) -> int:
@@ -37,9 +42,11 @@ def run_review_calibration(args: argparse.Namespace) -> int:
     if args.rows is not None:
         rows = read_rows(args.rows)
     else:
-        rows = run_rows(args.run, args.device, json_log)
+        rows = run_rows(args.run, args.device, json_log, cam_layer=args.layer)
         write_rows(args.out.with_suffix(".csv"), rows)
     command = f"python -m LiverXAILib review-calibrate --run {args.run} --out {args.out}"
+    if args.layer:
+        command += f" --layer {args.layer}"
     model = calibrate(rows, args.run.name, command)
     with atomic_path(args.out, suffix=".json") as temporary:
         text = json.dumps(_json_ready(model.to_dict()), indent=2, allow_nan=False)

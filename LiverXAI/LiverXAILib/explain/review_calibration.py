@@ -103,8 +103,11 @@ def _rule_severity(result: Any) -> np.ndarray:
     return severity
 
 
-def run_rows(run_dir: Path, device: str, log: Log) -> list[dict[str, Any]]:
-    """Rows (with ``patient`` and ``case``) of every finished fold's held-out cases."""
+def run_rows(
+    run_dir: Path, device: str, log: Log, cam_layer: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows (with ``patient`` and ``case``) of every finished fold's held-out cases, with the
+    Grad-CAM of ``cam_layer`` (default: each model's own)."""
     from ..evaluation import crossval_report as report
     from ..models.checkpoints import load_checkpoint
     from ..segment.inference import SliceInferenceEngine, choose_device
@@ -117,6 +120,7 @@ def run_rows(run_dir: Path, device: str, log: Log) -> list[dict[str, Any]]:
             model,
             metadata.input_spec(),
             choose_device(device),
+            cam_layer=cam_layer,
             tumor_bias=metadata.tumor_bias,
             min_tumor_ml=metadata.min_tumor_ml,
         )

@@ -234,9 +234,9 @@ def score_review_items(
     method_label: str = "Grad-CAM",
 ) -> list[ReviewItem]:
     """Flagged slices (probability >= the threshold) as items, neighbouring slices with the
-    same reason (at most ``MERGE_GAP`` slices apart) merged into one (its ``slice`` the
-    highest-scoring, ``first_slice`` and ``last_slice`` the range); highest score first.
-    Reasons name no slice numbers."""
+    same reason (at most ``MERGE_GAP`` slices apart, whatever lies between) merged into one
+    (its ``slice`` the highest-scoring, ``first_slice`` and ``last_slice`` the range); highest
+    score first. Reasons name no slice numbers."""
     if not features.slices.size:
         return []
     probability = model.probability(features.values)
@@ -244,16 +244,18 @@ def score_review_items(
     top = [model.features[j] for j in np.argmax(contributions, axis=1)]
     flagged = np.flatnonzero(probability >= model.threshold)
     groups: list[list[int]] = []
-    for row in flagged:
-        previous = groups[-1][-1] if groups else None
-        if (
-            previous is not None
-            and features.slices[row] - features.slices[previous] <= MERGE_GAP
-            and _KIND[top[row]] == _KIND[top[previous]]
-        ):
-            groups[-1].append(int(row))
-        else:
+    for row in flagged:  # a slice flagged for another reason in between does not split a group
+        near = (
+            group
+            for group in reversed(groups)
+            if _KIND[top[group[0]]] == _KIND[top[row]]
+            and features.slices[row] - features.slices[group[-1]] <= MERGE_GAP
+        )
+        group = next(near, None)
+        if group is None:
             groups.append([int(row)])
+        else:
+            group.append(int(row))
     items = [
         _item(features, rows, probability, _KIND[top[rows[0]]], method, method_label)
         for rows in groups
