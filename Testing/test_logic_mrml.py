@@ -11,6 +11,7 @@ from conftest import IRCADB_CT, SAMPLE_SMALL_CT, load_volume_node, restored
 from LiverXAILib.errors import Cancelled, CheckpointError, InputError, NotHounsfieldError
 from LiverXAILib.segment.orientation import canonical_orientation
 from LiverXAILib.slicer.logic import LiverXAILogic
+from LiverXAILib.slicer.results import review_item_slices
 from LiverXAILib.slicer.scene import add_volume_from_array, ijk_to_ras_array, read_volume_node
 
 
@@ -317,7 +318,8 @@ def test_methods_uncertainty_quality_and_review_list(sample, tmp_path):
     depth = slicer.util.arrayFromVolume(node).shape[0]
     for item in result.reviewItems:
         assert item["reason"] and 0 <= item["slice"] < depth
-    assert result.reviewSlices == list(dict.fromkeys(i["slice"] for i in result.reviewItems))
+    covered = (s for item in result.reviewItems for s in review_item_slices(item))
+    assert result.reviewSlices == list(dict.fromkeys(covered))  # merged items: their range
     for lesion in result.lesions:
         assert 0 <= lesion["confidence"] <= 1 and lesion["longest_axial_diameter_mm"] >= 0
 

@@ -371,3 +371,10 @@ def test_quality_figures_in_plain_words_with_the_technical_terms_folded(figures)
     assert "|rho| 0.90" in folded  # the measured sanity check, kept for the technical reader
     assert note in shown and "Technical details" in shown
     assert "FAILS" in shown and "OK" in shown
+
+
+def test_header_says_how_far_apart_a_25d_models_slices_are(figures):
+    report = full_report()
+    assert "5 (adjacent slices)" in parse(render_report_html(report, figures)).visible
+    report["modelInfo"]["slice_step_mm"] = 3.0
+    assert "5 (neighbours 3 mm apart)" in parse(render_report_html(report, figures)).visible

@@ -147,6 +147,16 @@ def _case_name(value: Any) -> str:
 # Sections -----------------------------------------------------------------------------------
 
 
+def _slices_per_input(info: Mapping[str, Any]) -> Any:
+    """"3 (neighbours 3 mm apart)" for a 2.5D model with a fixed step, else the count."""
+    count, step = info.get("num_slices"), info.get("slice_step_mm")
+    if isinstance(count, int) and count > 1 and isinstance(step, int | float):
+        return f"{count} (neighbours {step:g} mm apart)"
+    if isinstance(count, int) and count > 1:
+        return f"{count} (adjacent slices)"
+    return count
+
+
 def _header(report: Mapping[str, Any], case: str) -> str:
     info = mapping(report.get("modelInfo"))
     training = items(info.get("training_data"))
@@ -159,7 +169,7 @@ def _header(report: Mapping[str, Any], case: str) -> str:
         ("Model", esc(report.get("modelName"))),
         ("Architecture", esc(info.get("architecture"))),
         ("Input size", esc(input_size)),
-        ("Slices per input", esc(info.get("num_slices"))),
+        ("Slices per input", esc(_slices_per_input(info))),
         ("Training data", ", ".join(esc(t) for t in training) if training else NA),
         ("Model created", esc(info.get("created"))),
         ("Device", esc(report.get("device"))),

@@ -161,6 +161,7 @@ def model_info(metadata: Any) -> dict[str, Any]:
         "input_size": list(metadata.input_size),
         "hu_window": list(metadata.hu_window),
         "num_slices": metadata.num_slices,
+        "slice_step_mm": metadata.slice_step_mm,
         "training_data": ["/".join(Path(p).parts[-2:]) for p in metadata.training_data],
         "notes": metadata.notes,
         "created": metadata.created,
