@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -129,27 +129,9 @@ def integrated_gradients_pass(
     the estimated duration through ``report``; ``labels`` on the map grid are the pixels to
     explain (default: the network's own prediction). The pass's seconds go into
     ``outputs.phase_seconds["integrated-gradients"]``."""
+    from ..explain.integrated_gradients import IntegratedGradientsExplainer
+
     mark = time.perf_counter()
-    _explain_slices(
-        engine, canonical_volume, explain_classes, outputs, report, cancel, offset, labels, spacing
-    )
-    outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
-
-
-def _explain_slices(
-    engine: SliceInferenceEngine,
-    canonical_volume: np.ndarray,
-    explain_classes: Sequence[int],
-    outputs: SliceOutputs,
-    report: ProgressCallback,
-    cancel: threading.Event | None,
-    offset: float,
-    labels: np.ndarray | None = None,
-    spacing: float | None = None,
-) -> None:
-    """Announce the estimated duration, then explain the slices that hold a class."""
-    from ..explain.integrated_gradients import IntegratedGradientsExplainer, estimate_seconds
-
     explainer = IntegratedGradientsExplainer(
         engine.model, engine.spec.hu_window, **engine.ig_options
     )
@@ -157,19 +139,9 @@ def _explain_slices(
     flat = chosen.reshape(chosen.shape[0], -1)
     per_class = {c: np.flatnonzero((flat == c).any(axis=1)) for c in explain_classes}
     order = sorted(set().union(*(set(v.tolist()) for v in per_class.values())))
-    if not order:
-        outputs.integrated_gradients_estimate = 0.0
-        return
-    sample = engine.spec.batch(canonical_volume, order[: min(4, engine.batch_size)], spacing)
-    sample = sample.to(engine.device)
-    estimate = estimate_seconds(
-        engine.model, sample, sum(len(v) for v in per_class.values()), explainer.steps
-    )
-    outputs.integrated_gradients_estimate = estimate
-    report(
-        offset,
-        f"Integrated Gradients: {sum(len(v) for v in per_class.values())} slice maps, "
-        f"about {estimate:.0f} s",
+    maps_count = sum(len(v) for v in per_class.values())
+    _announce(
+        engine, explainer, canonical_volume, order, maps_count, outputs, report, offset, spacing
     )
 
     def work(batch: list[int]) -> None:
@@ -183,6 +155,31 @@ def _explain_slices(
             values = ig_map.float().cpu().numpy()
             outputs.heatmaps["integrated-gradients", class_id][batch] = values
 
-    engine.for_each_batch(
-        order, work, cancel, report, offset, 1.0 - offset, "Integrated Gradients slice"
-    )
+    if order:
+        engine.for_each_batch(
+            order, work, cancel, report, offset, 1.0 - offset, "Integrated Gradients slice"
+        )
+    outputs.phase_seconds["integrated-gradients"] = time.perf_counter() - mark
+
+
+def _announce(
+    engine: SliceInferenceEngine,
+    explainer: Any,
+    canonical_volume: np.ndarray,
+    order: list[int],
+    maps_count: int,
+    outputs: SliceOutputs,
+    report: ProgressCallback,
+    offset: float,
+    spacing: float | None,
+) -> None:
+    """Estimate the pass's seconds on a few of its slices, keep and announce it (0: none)."""
+    from ..explain.integrated_gradients import estimate_seconds
+
+    if not order:
+        outputs.integrated_gradients_estimate = 0.0
+        return
+    sample = engine.spec.batch(canonical_volume, order[: min(4, engine.batch_size)], spacing)
+    estimate = estimate_seconds(engine.model, sample.to(engine.device), maps_count, explainer.steps)
+    outputs.integrated_gradients_estimate = estimate
+    report(offset, f"Integrated Gradients: {maps_count} slice maps, about {estimate:.0f} s")
