@@ -31,6 +31,12 @@ def add_review_parser(commands: Any) -> None:
         help="Grad-CAM layer of the folds' models (default: each checkpoint's measured layer, "
         "else the architecture's); calibrate at the layer the shipped model explains with",
     )
+    calibrate.add_argument(
+        "--methods",
+        default="gradcam",
+        help="comma-separated explanation methods; the first is the one the features read, "
+        "more add the disagreement between methods (e.g. gradcam,integrated-gradients)",
+    )
 
 
 def run_review_calibration(args: argparse.Namespace) -> int:
@@ -42,11 +48,14 @@ def run_review_calibration(args: argparse.Namespace) -> int:
     if args.rows is not None:
         rows = read_rows(args.rows)
     else:
-        rows = run_rows(args.run, args.device, json_log, cam_layer=args.layer)
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        rows = run_rows(args.run, args.device, json_log, cam_layer=args.layer, methods=methods)
         write_rows(args.out.with_suffix(".csv"), rows)
     command = f"python -m LiverXAILib review-calibrate --run {args.run} --out {args.out}"
     if args.layer:
         command += f" --layer {args.layer}"
+    if args.methods != "gradcam":
+        command += f" --methods {args.methods}"
     model = calibrate(rows, args.run.name, command)
     with atomic_path(args.out, suffix=".json") as temporary:
         text = json.dumps(_json_ready(model.to_dict()), indent=2, allow_nan=False)

@@ -37,7 +37,7 @@ import numpy as np
 from ..constants import LIVER, TUMOR
 from ..errors import InputError
 from ..training.cases import CanonicalCase, load_canonical_case
-from .review_score import FEATURES, ScoreModel, fit_logistic, roc_auc
+from .review_score import FEATURES, ScoreModel, fit_logistic, roc_auc, weighted_terms
 
 Log = Callable[[dict], None]
 DICE_CUT = 0.8  # a slice is "poor" when its liver Dice is below this
@@ -63,10 +63,14 @@ def canonical_ijk_to_ras(spacing: Sequence[float]) -> np.ndarray:
 
 
 def case_rows(
-    engine: Any, canonical: CanonicalCase, cancel: threading.Event | None = None
+    engine: Any,
+    canonical: CanonicalCase,
+    cancel: threading.Event | None = None,
+    methods: Sequence[str] = ("gradcam",),
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Run the product pipeline on one case; one row per scored slice (canonical ``slice``,
-    ``dice``, the features) and the pipeline's result."""
+    """Run the product pipeline on one case with ``methods`` (the first is the one the
+    features read; more give ``methodDisagreement``); one row per scored slice (canonical
+    ``slice``, ``dice``, the features) and the pipeline's result."""
     from ..segment.pipeline import run_pipeline
     from ..segment.uncertainty import UncertaintySpec
 
@@ -75,7 +79,7 @@ def case_rows(
         canonical_ijk_to_ras(canonical.spacing),
         engine,
         (LIVER, TUMOR),
-        ("gradcam",),
+        tuple(methods),
         UncertaintySpec.from_name("tta"),
         cancel=cancel,
     )
@@ -104,10 +108,14 @@ def _rule_severity(result: Any) -> np.ndarray:
 
 
 def run_rows(
-    run_dir: Path, device: str, log: Log, cam_layer: str | None = None
+    run_dir: Path,
+    device: str,
+    log: Log,
+    cam_layer: str | None = None,
+    methods: Sequence[str] = ("gradcam",),
 ) -> list[dict[str, Any]]:
     """Rows (with ``patient`` and ``case``) of every finished fold's held-out cases, with the
-    Grad-CAM of ``cam_layer`` (default: each model's own)."""
+    Grad-CAM of ``cam_layer`` (default: each model's own) and ``methods``."""
     from ..evaluation import crossval_report as report
     from ..models.checkpoints import load_checkpoint
     from ..segment.inference import SliceInferenceEngine, choose_device
@@ -125,7 +133,7 @@ def run_rows(
             min_tumor_ml=metadata.min_tumor_ml,
         )
         for case in cases:
-            case_rows_, _ = case_rows(engine, load_canonical_case(case))
+            case_rows_, _ = case_rows(engine, load_canonical_case(case), methods=methods)
             rows += [{"patient": patient, "case": case.case_id, **row} for row in case_rows_]
             log({"event": "review-calibrate", "fold": patient, "case": case.case_id})
     if not rows:
@@ -134,7 +142,7 @@ def run_rows(
 
 
 def _matrix(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    values = np.array([[_number(r[name]) for name in FEATURES] for r in rows], dtype=np.float64)
+    values = np.array([[_number(r.get(name)) for name in FEATURES] for r in rows], dtype=np.float64)
     poor = np.array([_number(r["dice"]) < DICE_CUT for r in rows])
     return values, poor
 
@@ -149,11 +157,9 @@ def fit(rows: Sequence[dict[str, Any]], calibration: dict[str, Any] | None = Non
     values, poor = _matrix(rows)
     chosen = [name for name, auc in _single_aucs(values, poor).items() if auc >= MIN_FEATURE_AUC]
     chosen = chosen or list(FEATURES)
-    mean = np.nan_to_num(np.nanmean(values, axis=0))
-    scale = np.nanstd(values, axis=0)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-9), scale, 1.0)
+    mean, scale = _column_stats(values)
     weights = np.array([1.0 / len(chosen) if name in chosen else 0.0 for name in FEATURES])
-    score = np.nan_to_num((values - mean) / scale) @ weights
+    score = weighted_terms((values - mean) / scale, weights).sum(axis=1)
     score_mean, score_scale, (slope,), offset = fit_logistic(score[:, None], poor, L2)
     model = ScoreModel(
         list(FEATURES),
@@ -168,12 +174,29 @@ def fit(rows: Sequence[dict[str, Any]], calibration: dict[str, Any] | None = Non
     return model
 
 
+def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the mean and standard deviation of its measured values (0 and 1 for a
+    feature measured nowhere or constant)."""
+    mean, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
+    for j, column in enumerate(values.T):
+        measured = column[np.isfinite(column)]
+        if measured.size:
+            mean[j] = measured.mean()
+            scale[j] = measured.std() if measured.std() > 1e-9 else 1.0
+    return mean, scale
+
+
 def _single_aucs(values: np.ndarray, poor: np.ndarray) -> dict[str, float]:
+    """Each feature's AUC alone (missing values as its median); NaN if measured nowhere."""
     out = {}
     for j, name in enumerate(FEATURES):
         column = values[:, j]
-        filled = np.where(np.isnan(column), np.nanmedian(column), column)
-        out[name] = roc_auc(filled, poor) if np.isfinite(filled).all() else math.nan
+        measured = np.isfinite(column)
+        if not measured.any():
+            out[name] = math.nan
+            continue
+        filled = np.where(measured, column, np.median(column[measured]))
+        out[name] = roc_auc(filled, poor)
     return out
 
 

@@ -46,7 +46,8 @@ class ReviewItem:
     method: str  # a heatmap method, or UNCERTAINTY_METHOD for kind "uncertain"
     severity: float  # 0..1, higher = more worrying
     reason: str  # one line for a clinician
-    kind: str  # LOW_ATTENTION_INSIDE | ATTENTION_ON_BACKGROUND | UNCERTAIN | "liver-end"
+    kind: str  # LOW_ATTENTION_INSIDE | ATTENTION_ON_BACKGROUND | UNCERTAIN | "liver-end" |
+    # "methods-disagree" (the last two from the review score)
     first_slice: int | None = None  # the range of neighbouring slices this item stands for
     last_slice: int | None = None  # (None: ``slice`` alone)
 

@@ -10,7 +10,9 @@ a few features from measures the pipeline already has (:func:`slice_features`):
 - ``liverUncertainty``: mean uncertainty over the predicted liver on the slice;
 - ``outsideBody``: share of the liver heatmap's mass on air (outside the body outline);
 - ``nearEnd``: 1 at the liver's first or last slice, falling linearly to 0 at ``END_MM``;
-- ``smallArea``: 1 minus the liver's area on the slice over its largest slice's area.
+- ``smallArea``: 1 minus the liver's area on the slice over its largest slice's area;
+- ``methodDisagreement``: 1 minus the correlation of the liver heatmap with the mean of the
+  other methods' liver heatmaps on the slice (measured only when two or more methods run).
 
 A logistic model (:class:`ScoreModel`, coefficients, feature scaling and threshold read from
 ``Resources/Models/review_score.json``; fitted by :mod:`review_calibration`) turns them into
@@ -50,10 +52,12 @@ FEATURES = (
     "outsideBody",
     "nearEnd",
     "smallArea",
+    "methodDisagreement",
 )
 BODY_HU = -500.0  # pixels above this (holes filled) are the body
 END_MM = 30.0
 LIVER_END = "liver-end"
+METHODS_DISAGREE = "methods-disagree"
 POSITION_METHOD = "position"  # the ``method`` of items raised by position or size
 SCORE_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "review_score.json"
 # The reason (kind, method) each feature stands for; "method" None: the heatmap method.
@@ -65,6 +69,7 @@ _KIND = {
     "outsideBody": ATTENTION_ON_BACKGROUND,
     "nearEnd": LIVER_END,
     "smallArea": LIVER_END,
+    "methodDisagreement": METHODS_DISAGREE,
 }
 
 
@@ -99,12 +104,15 @@ def slice_features(
     band_uncertainty: np.ndarray | None,
     uncertainty: np.ndarray | None,
     body: np.ndarray | None,
+    other_heatmaps: Sequence[np.ndarray] = (),
 ) -> SliceFeatures:
     """Features of every slice with at least ``MIN_REGION_VOXELS`` of predicted liver.
 
     ``heatmap`` is the liver heatmap and ``map_labels`` the labels, both on the map grid;
     ``inside_fraction`` and ``pointing`` are its per-slice measures (canonical order), and
     ``band_uncertainty`` the per-slice boundary-band means of :mod:`explanation_quality`.
+    ``other_heatmaps`` are the other methods' liver heatmaps (same grid), for
+    ``methodDisagreement``.
     """
     organ = map_labels >= LIVER
     counts = organ.reshape(organ.shape[0], -1).sum(axis=1)
@@ -131,15 +139,28 @@ def slice_features(
     values[:, 5] = np.clip(1.0 - np.minimum(below, above) / END_MM, 0.0, 1.0)
     area_share = counts[slices] / counts.max()
     values[:, 6] = 1.0 - area_share
+    if heatmap is not None and len(other_heatmaps):
+        others = np.mean([np.asarray(m, dtype=np.float64) for m in other_heatmaps], axis=0)
+        values[:, 7] = [1.0 - _correlation(heatmap[i], others[i]) for i in slices]
     end = np.where(above <= below, "upper", "lower")  # canonical slices run feet to head
     return SliceFeatures(slices, values, area_share, end)
+
+
+def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Pearson correlation of two maps' pixels; NaN when either is constant."""
+    a, b = np.ravel(first).astype(np.float64), np.ravel(second).astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    norm = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / norm if norm > 0 else math.nan
 
 
 # --- the model -----------------------------------------------------------------------------
 @dataclass
 class ScoreModel:
     """A logistic regression on standardised features: ``p = 1 / (1 + exp(-(b + w·z)))``
-    with ``z = (x - mean) / scale``; a missing feature counts as its mean (z = 0)."""
+    with ``z = (x - mean) / scale``. A feature not measured on a slice (NaN: no second
+    method, no uncertainty) is left out and the measured ones' weights are scaled up to the
+    same total (:func:`weighted_terms`)."""
 
     features: list[str]
     mean: list[float]
@@ -150,19 +171,18 @@ class ScoreModel:
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def standardised(self, values: np.ndarray) -> np.ndarray:
-        """``(x - mean) / scale`` with missing values as 0; columns in ``features`` order."""
+        """``(x - mean) / scale``, NaN where not measured; columns in ``features`` order."""
         columns = [FEATURES.index(name) for name in self.features]
-        z = (np.asarray(values, dtype=np.float64)[:, columns] - self.mean) / self.scale
-        return np.nan_to_num(z, nan=0.0)
+        return (np.asarray(values, dtype=np.float64)[:, columns] - self.mean) / self.scale
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         """The probability that each slice's liver Dice is below 0.8."""
-        logits = self.intercept + self.standardised(values) @ np.asarray(self.coefficients)
+        logits = self.intercept + self.contributions(values).sum(axis=1)
         return 1.0 / (1.0 + np.exp(-logits))
 
     def contributions(self, values: np.ndarray) -> np.ndarray:
-        """Each feature's share of the logit, ``w_j z_j`` (slices, features)."""
-        return self.standardised(values) * np.asarray(self.coefficients)
+        """Each feature's share of the logit (slices, features)."""
+        return weighted_terms(self.standardised(values), np.asarray(self.coefficients))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -175,6 +195,17 @@ class ScoreModel:
         if unknown:
             raise ValueError(f"review score: unknown features {unknown}; known: {FEATURES}")
         return cls(**data)
+
+
+def weighted_terms(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``w_j z_j`` per slice and feature; where features are missing (NaN), the measured
+    ones' terms are scaled by ``sum |w| / sum |w measured|`` (0 when none is measured)."""
+    z = np.asarray(z, dtype=np.float64)
+    measured = ~np.isnan(z)
+    total = float(np.abs(weights).sum())
+    present = (np.abs(weights) * measured).sum(axis=1)
+    factor = np.divide(total, present, out=np.zeros_like(present), where=present > 0)
+    return np.where(measured, z, 0.0) * weights * factor[:, None]
 
 
 def load_score_model(path: str | Path = SCORE_MODEL) -> ScoreModel | None:
@@ -308,6 +339,13 @@ def _reason(features: SliceFeatures, rows: list[int], kind: str, label: str) -> 
         return (
             f"the network is unsure where the liver ends{measured}: check the liver border "
             "on these slices"
+        )
+    if kind == METHODS_DISAGREE:
+        agreement = 1.0 - float(np.nanmax(features.column("methodDisagreement")[rows]))
+        return (
+            f"the liver {label} and the other explanation methods point at different places "
+            f"(correlation down to {agreement:.2f}): the reason for the outline is not "
+            "settled here; check the liver border on these slices"
         )
     share = float(np.min(features.area_share[rows]))
     end = "upper (head)" if features.end[rows[0]] == "upper" else "lower (feet)"

@@ -148,7 +148,8 @@ def _case_name(value: Any) -> str:
 
 
 def _slices_per_input(info: Mapping[str, Any]) -> Any:
-    """"3 (neighbours 3 mm apart)" for a 2.5D model with a fixed step, else the count."""
+    """Slices per input: "3 (neighbours 3 mm apart)" for a 2.5D model with a fixed step,
+    else the count."""
     count, step = info.get("num_slices"), info.get("slice_step_mm")
     if isinstance(count, int) and count > 1 and isinstance(step, int | float):
         return f"{count} (neighbours {step:g} mm apart)"

@@ -287,6 +287,7 @@ def _scored_review(
         assessment.border_uncertainty,
         result.uncertainty,
         body_outline(ct_on_map_grid),
+        [maps[LIVER] for m, maps in result.heatmaps.items() if m != method and LIVER in maps],
     )
     if model is None:
         return None
