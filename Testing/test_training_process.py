@@ -3,8 +3,8 @@
 The process plumbing (reader thread, non-blocking poll, STOP file, terminate/kill escalation,
 error reporting, environment) is tested with a small real Python program written by the test,
 ``PLUMBING_CHILD``. It speaks the trainer's JSON-line protocol but trains nothing: it tests the
-runner, it is not a stand-in for the trainer. Options, commands, progress text, curves and the
-real trainer are tested in ``test_training_module.py``.
+runner, it is not a stand-in for the trainer. Options, commands and progress text are tested in
+``test_training_options.py``, the curves and the real trainer in ``test_training_module.py``.
 """
 
 from __future__ import annotations

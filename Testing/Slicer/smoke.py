@@ -357,10 +357,9 @@ def check_training(options: Options, report: Report, ct: Any, result: Any) -> No
 def run(options: Options) -> Report:
     """Every step; a step that raises is a failed check, and the next steps still run."""
     import slicer
-
-    report = Report()
     from LiverXAILib.slicer import dependency_flow, slicer_version
 
+    report = Report()
     problem = slicer_version.current_problem()
     if not report.check(
         "supported Slicer", problem is None, problem or slicer.app.applicationVersion
