@@ -16,8 +16,9 @@ from LiverXAILib.segment.pipeline import run_pipeline
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+from measure import PeakMemory  # noqa: E402
 from naive_baseline import naive_segment_and_explain  # noqa: E402
-from run_bench import PeakMemory, tiled  # noqa: E402
+from run_bench import tiled  # noqa: E402
 
 
 def test_naive_baseline_gives_our_labels_and_our_grad_cam():
