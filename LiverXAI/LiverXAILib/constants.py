@@ -12,4 +12,4 @@ CLASS_COLORS: dict[str, tuple[float, float, float]] = {
 }
 
 DEFAULT_HU_WINDOW: tuple[float, float] = (-200.0, 300.0)
-DEFAULT_MODEL = "unet25d-six"
+DEFAULT_MODEL = "unet2d-six"
