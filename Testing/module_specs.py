@@ -135,6 +135,8 @@ TRAINING = ModuleSpec(
         "augmentZoomCheckBox": "QCheckBox",
         "augmentNoiseCheckBox": "QCheckBox",
         "augmentIntensityCheckBox": "QCheckBox",
+        "augmentContrastCheckBox": "QCheckBox",
+        "augmentGammaCheckBox": "QCheckBox",
         "registerCheckBox": "QCheckBox",
         "registerNameLineEdit": "QLineEdit",
         "resumeCheckBox": "QCheckBox",

@@ -18,12 +18,14 @@ class LiverXAITrainingParameterNode:
     slices: Annotated[int, Choice([1, 3, 5])] = 1
     epochs: Annotated[int, WithinRange(1, 1000)] = 50
     batchSize: Annotated[int, WithinRange(1, 256)] = 16
-    loss: Annotated[str, Choice(["dicece", "ce"])] = "dicece"
+    loss: Annotated[str, Choice(["dicece", "ce", "tversky", "dicefocal"])] = "dicece"
     augmentRotate: bool = True
     augmentFlip: bool = False
     augmentZoom: bool = True
     augmentNoise: bool = True
     augmentIntensity: bool = True
+    augmentContrast: bool = False
+    augmentGamma: bool = False
     register: bool = True
     registerName: str = ""
     resume: bool = False
@@ -45,6 +47,8 @@ def trainingOptionsFrom(params: LiverXAITrainingParameterNode) -> TrainingOption
         "zoom": params.augmentZoom,
         "noise": params.augmentNoise,
         "intensity": params.augmentIntensity,
+        "contrast": params.augmentContrast,
+        "gamma": params.augmentGamma,
     }
     augment = [name for name in AUGMENTATIONS if wanted[name]]  # KeyError: a new one unbound
     registerName = (

@@ -7,7 +7,11 @@ The source papers augment with flips, rotations, zoom and noise. Here:
   flipped slice shows an anatomy the network never meets in practice (the papers flip);
 - ``zoom`` — zoom 0.85–1.15 with the slice size kept, i.e. a random crop when zooming in;
 - ``noise`` — Gaussian noise, σ = 0.02 of the window;
-- ``intensity`` — intensity shift (±0.05) and scale (±10 %), i.e. a different HU window.
+- ``intensity`` — intensity shift (±0.05) and scale (±10 %), i.e. a different HU window;
+- ``contrast`` — a stronger shift (±0.15 of the window, ±75 HU) and scale (±25 %): the
+  difference in enhancement between contrast phases and scanners (off by default);
+- ``gamma`` — gamma 0.7–1.5 on the windowed slice: a non-linear change of the contrast
+  between liver, lesion and fat (off by default).
 
 Each is applied with probability 0.5 per slice; values are clipped to [0, 1] afterwards,
 the range of the HU-windowed input that inference feeds.
@@ -20,7 +24,7 @@ from collections.abc import Iterable
 
 import torch
 
-AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity")
+AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity", "contrast", "gamma")
 DEFAULT_AUGMENTATIONS = ("rotate", "zoom", "noise", "intensity")
 
 
@@ -56,6 +60,7 @@ def build_augmentation(names: Iterable[str], seed: int = 0):
     from monai.transforms import (
         Compose,
         Lambdad,
+        RandAdjustContrastd,
         RandFlipd,
         RandGaussianNoised,
         RandRotated,
@@ -99,6 +104,12 @@ def build_augmentation(names: Iterable[str], seed: int = 0):
     if "intensity" in names:
         transforms.append(RandShiftIntensityd("image", offsets=0.05, prob=0.5))
         transforms.append(RandScaleIntensityd("image", factors=0.1, prob=0.5))
+    if "contrast" in names:
+        transforms.append(RandShiftIntensityd("image", offsets=0.15, prob=0.5))
+        transforms.append(RandScaleIntensityd("image", factors=0.25, prob=0.5))
+    if "gamma" in names:
+        transforms.append(Lambdad("image", _clip_unit))
+        transforms.append(RandAdjustContrastd("image", prob=0.5, gamma=(0.7, 1.5)))
     if not transforms:
         return None
     set_track_meta(False)
