@@ -50,40 +50,15 @@ def _clip_unit(values: torch.Tensor) -> torch.Tensor:
     return values.clamp(0.0, 1.0)
 
 
-def build_augmentation(names: Iterable[str], seed: int = 0):
-    """A MONAI ``Compose`` over ``{"image": (C, H, W), "label": (1, H, W)}`` dictionaries.
+def _spatial_transforms(names: tuple[str, ...]) -> list:
+    """Rotation, flip and zoom of image and label together (labels nearest-neighbour)."""
+    from monai.transforms import RandFlipd, RandRotated, RandZoomd
 
-    Returns ``None`` when ``names`` is empty. MONAI's metadata tracking is switched off for
-    the process (plain tensors are twice as fast; training runs in its own process).
-    """
-    from monai.data import set_track_meta
-    from monai.transforms import (
-        Compose,
-        Lambdad,
-        RandAdjustContrastd,
-        RandFlipd,
-        RandGaussianNoised,
-        RandRotated,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-        RandZoomd,
-    )
-
-    names = tuple(names)
-    unknown = [name for name in names if name not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"unknown augmentation {', '.join(unknown)}")
-    keys = ("image", "label")
+    keys, modes = ("image", "label"), ("bilinear", "nearest")
     transforms = []
     if "rotate" in names:
         transforms.append(
-            RandRotated(
-                keys,
-                range_x=math.radians(15),
-                prob=0.5,
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
-            )
+            RandRotated(keys, range_x=math.radians(15), prob=0.5, mode=modes, padding_mode="zeros")
         )
     if "flip" in names:
         transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
@@ -94,11 +69,25 @@ def build_augmentation(names: Iterable[str], seed: int = 0):
                 prob=0.5,
                 min_zoom=0.85,
                 max_zoom=1.15,
-                mode=("bilinear", "nearest"),
+                mode=modes,
                 padding_mode="constant",
                 keep_size=True,
             )
         )
+    return transforms
+
+
+def _intensity_transforms(names: tuple[str, ...]) -> list:
+    """Noise, window shift/scale and gamma of the image alone."""
+    from monai.transforms import (
+        Lambdad,
+        RandAdjustContrastd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    transforms = []
     if "noise" in names:
         transforms.append(RandGaussianNoised("image", prob=0.5, mean=0.0, std=0.02))
     if "intensity" in names:
@@ -110,6 +99,23 @@ def build_augmentation(names: Iterable[str], seed: int = 0):
     if "gamma" in names:
         transforms.append(Lambdad("image", _clip_unit))
         transforms.append(RandAdjustContrastd("image", prob=0.5, gamma=(0.7, 1.5)))
+    return transforms
+
+
+def build_augmentation(names: Iterable[str], seed: int = 0):
+    """A MONAI ``Compose`` over ``{"image": (C, H, W), "label": (1, H, W)}`` dictionaries.
+
+    Returns ``None`` when ``names`` is empty. MONAI's metadata tracking is switched off for
+    the process (plain tensors are twice as fast; training runs in its own process).
+    """
+    from monai.data import set_track_meta
+    from monai.transforms import Compose, Lambdad
+
+    names = tuple(names)
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {', '.join(unknown)}")
+    transforms = _spatial_transforms(names) + _intensity_transforms(names)
     if not transforms:
         return None
     set_track_meta(False)
