@@ -140,6 +140,7 @@ TRAINING = ModuleSpec(
         "registerCheckBox": "QCheckBox",
         "registerNameLineEdit": "QLineEdit",
         "resumeCheckBox": "QCheckBox",
+        "keepGoingCheckBox": "QCheckBox",
         "advancedCollapsibleButton": "ctkCollapsibleButton",
         "learningRateSpinBox": "QDoubleSpinBox",
         "scheduleSelector": "QComboBox",

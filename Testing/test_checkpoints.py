@@ -99,12 +99,13 @@ def test_checkpoint_for_another_architecture_or_configuration(tmp_path):
         load_checkpoint(path)
 
 
-def test_bundled_catalog_models_pass_their_checksums():
+def test_bundled_catalog_models_pass_their_checksums_and_stay_small():
     entries = read_catalog()
     assert entries, "the catalog lists no model"
     for entry in entries:
         path = resolve_model(entry["name"])
         assert sha256_file(path) == entry["sha256"]
+        assert path.stat().st_size <= 60_000_000, f"{entry['name']}: weights over 60 MB"
         model, metadata = load_checkpoint(path)
         assert metadata.architecture == entry["architecture"]
 

@@ -251,7 +251,7 @@ def test_stop_file_stops_and_resume_continues_from_last_pt(cases, cache, tmp_pat
 
 
 def test_a_label_that_does_not_fit_its_ct_is_refused(cases, cache, tmp_path):
-    from LiverXAILib.evaluation.crossval import geometry_problem
+    from LiverXAILib.training.case_checks import label_fit_problem
     from LiverXAILib.training.cases import Case
 
     bad = tmp_path / "bad"
@@ -284,7 +284,7 @@ def test_a_label_that_does_not_fit_its_ct_is_refused(cases, cache, tmp_path):
     moved = sitk.ReadImage(str(folder / "hcctace_0697_label.nii.gz"))
     moved.SetOrigin(tuple(o + 5.0 * (i == 0) for i, o in enumerate(moved.GetOrigin())))
     sitk.WriteImage(moved, str(tmp_path / "moved.nii.gz"))
-    problem = geometry_problem(Case(folder / "hcctace_0697_ct.nii.gz", tmp_path / "moved.nii.gz"))
+    problem = label_fit_problem(Case(folder / "hcctace_0697_ct.nii.gz", tmp_path / "moved.nii.gz"))
     assert problem.startswith("label and CT have different geometry")
 
 

@@ -47,6 +47,9 @@ def test_train_command_optional_parts(tmp_path):
     assert command[command.index("--register") + 1] == "my-model"
     assert command[command.index("--lr") + 1] == "0.00025"
     assert command[-1] == "--resume"
+    assert "--keep-going" not in command
+    options.keep_going = True
+    assert build_train_command(options, python="py")[-2:] == ["--resume", "--keep-going"]
     flipped = TrainingOptions(data="d", out="o", augment=["intensity", "flip"])
     command = build_train_command(flipped, python="py")
     assert command[command.index("--augment") + 1] == "flip,intensity"  # canonical order
@@ -135,6 +138,12 @@ def test_progress_follows_a_training_run():
     assert "unet" in progress.message and progress.fraction == 0
     progress.update({"event": "split", "train": [1, 2, 3], "validation": [4], "test": []})
     assert progress.message == "Cases: 3 training, 1 validation, 0 test."
+    progress.update({"event": "excluded", "case": "lits-9", "reason": "label is (1, 2, 3) voxels"})
+    assert progress.message == "Left out case lits-9: label is (1, 2, 3) voxels."
+    progress.update({"event": "split", "train": [1, 2], "validation": [4], "test": []})
+    assert progress.message == (
+        "Cases: 2 training, 1 validation, 0 test. Left out (label does not fit its CT): lits-9."
+    )
     progress.update({"event": "cache", "case": "7", "index": 1, "total": 4, "cached": False})
     assert progress.fraction == 0.5 and "Preparing case 7 (2/4)" in progress.message
     progress.update({"event": "data", "train_slices": 100, "validation_slices": 20})

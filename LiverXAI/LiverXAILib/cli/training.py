@@ -86,6 +86,11 @@ def _add_train_parser(commands: Any) -> None:
     train.add_argument("--split-seed", default=0, type=int)
     _add_run_options(train)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="leave out cases whose label does not fit their CT (logged) instead of stopping",
+    )
     train.add_argument("--register", default="", metavar="NAME", help="list best.pt as model NAME")
     train.add_argument("--notes", default="")
 
@@ -313,6 +318,7 @@ def run_train(args: argparse.Namespace) -> None:
         workers=args.workers,
         cache_dir=args.cache,
         resume=args.resume,
+        keep_going=args.keep_going,
         register_as=args.register,
         notes=args.notes,
     )

@@ -52,11 +52,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
 from ..io.atomic import check_writable_folder
-from ..io.volumes import ijk_to_ras_from_image
+from ..training.case_checks import KEEP_GOING_HINT, unfit_cases
 from ..training.cases import Case, discover_cases
 from ..training.stop_request import STOP_FILE, StopRequest
 from ..training.trainer import TrainConfig, json_log
@@ -104,35 +102,6 @@ class CrossvalConfig:
         """Everything that shapes the fold models and their scores, JSON-ready."""
         recipe = {**self.train_settings(), "select": self.select, "postprocess": self.postprocess}
         return json.loads(json.dumps(recipe))
-
-
-def geometry_problem(case: Case) -> str | None:
-    """Why ``case``'s label cannot belong to its CT, from the file headers; None if it can.
-
-    Grid and placement must agree as :func:`.data.load_canonical_case` requires (which also
-    checks the label values when the case is read in full).
-    """
-    import SimpleITK as sitk
-
-    readers = []
-    for path in (case.image, case.label):
-        if not path.is_file():
-            return None  # a DICOM folder: checked when it is read
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as error:
-            reason = str(error).split("sitk::ERROR:")[-1].strip().split("\n")[0]
-            return f"cannot read {path.name}: {reason}"
-        readers.append(reader)
-    image, label = readers
-    if label.GetDimension() != 3 or label.GetSize() != image.GetSize():
-        return f"label {case.label.name} is {label.GetSize()} voxels, the CT {image.GetSize()}"
-    if not np.allclose(*map(ijk_to_ras_from_image, (label, image)), atol=1e-3, rtol=1e-4):
-        label_at, ct_at = (f"{r.GetSpacing()} mm at {r.GetOrigin()}" for r in (label, image))
-        return f"label and CT have different geometry (label {label_at}, CT {ct_at}, or axes)"
-    return None
 
 
 def _check_run_file(config: CrossvalConfig, recipe: dict) -> None:
@@ -183,10 +152,10 @@ def _prepare(config: CrossvalConfig, log: Log) -> tuple[dict, list[str]]:
     chosen = _select_folds(groups, config.folds)
     check_writable_folder(config.out_dir)
     _check_run_file(config, recipe)
-    excluded = {c.case_id: p for c in cases if (p := geometry_problem(c)) is not None}
+    excluded = unfit_cases(cases)
     if excluded and not config.keep_going:
         case_id, problem = next(iter(excluded.items()))
-        raise InputError(f"Case {case_id}: {problem}.")
+        raise InputError(f"Case {case_id}: {problem}. {KEEP_GOING_HINT}")
     for case_id, problem in excluded.items():
         log({"event": "excluded", "case": case_id, "reason": problem})
     run = {

@@ -29,6 +29,7 @@ class LiverXAITrainingParameterNode:
     register: bool = True
     registerName: str = ""
     resume: bool = False
+    keepGoing: bool = False
     learningRate: Annotated[float, WithinRange(0.000001, 1.0)] = 0.001
     schedule: Annotated[str, Choice(["none", "step", "cosine"])] = "none"
     patience: Annotated[int, WithinRange(1, 1000)] = 15
@@ -72,4 +73,5 @@ def trainingOptionsFrom(params: LiverXAITrainingParameterNode) -> TrainingOption
         cache=params.cacheFolder.strip() or None,
         register=registerName,
         resume=params.resume,
+        keep_going=params.keepGoing,
     )

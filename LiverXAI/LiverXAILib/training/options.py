@@ -223,6 +223,7 @@ class TrainingOptions:
     cache: str | Path | None = None
     register: str | None = None  # catalog name for best.pt; None: not registered
     resume: bool = False
+    keep_going: bool = False  # leave out cases whose label does not fit their CT
 
     def problems(self) -> list[str]:
         """A message for the user for every option that cannot work (empty: all can)."""
@@ -330,6 +331,8 @@ def build_train_command(options: TrainingOptions, python: str = sys.executable) 
         command += ["--register", options.register]
     if options.resume:
         command.append("--resume")
+    if options.keep_going:
+        command.append("--keep-going")
     return command
 
 

@@ -37,6 +37,7 @@ class Progress:
     epoch: int | None = None  # last finished epoch, counted from 0
     epochs: int | None = None
     eta_seconds: float | None = None
+    excluded: list[str] = dataclasses.field(default_factory=list)  # cases left out
 
     def update(self, event: dict[str, Any]) -> None:
         """Fold one event (trainer, evaluation or the runner's exit event) into the state."""
@@ -55,6 +56,13 @@ class Progress:
         """The cases of each part of the split."""
         counts = [len(event.get(part) or []) for part in ("train", "validation", "test")]
         self.message = "Cases: {} training, {} validation, {} test.".format(*counts)
+        if self.excluded:
+            self.message += f" Left out (label does not fit its CT): {', '.join(self.excluded)}."
+
+    def _excluded(self, event: dict[str, Any]) -> None:
+        """A case is left out (``--keep-going``): its label does not fit its CT."""
+        self.excluded.append(str(event.get("case", "?")))
+        self.message = f"Left out case {event.get('case', '?')}: {event.get('reason', '')}."
 
     def _cache(self, event: dict[str, Any]) -> None:
         """A case's slices are being extracted (or found in the cache)."""
@@ -162,6 +170,7 @@ class Progress:
 #: What each kind of event does to the progress; other events leave it as it is.
 _HANDLERS: dict[Any, Callable[[Progress, dict[str, Any]], None]] = {
     "start": Progress._start,
+    "excluded": Progress._excluded,
     "split": Progress._split,
     "cache": Progress._cache,
     "data": Progress._data,

@@ -1,7 +1,8 @@
 """A training run's data: its split by patient, the cached slices, the datasets.
 
 The split is reused from ``OUT/split.json`` when resuming, else made (or taken from explicit
-cases) and written there by the main process. Every process extracts its share of the cases'
+cases); a case whose label does not fit its CT is refused (or left out with ``keep_going``),
+and the main process writes the split there. Every process extracts its share of the cases'
 slices into the slice cache, then all of them open the training set (augmented) and the
 validation set, which is the training cases' slices when there is no validation case.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..segment.preprocessing import SliceInputSpec
+from .case_checks import without_unfit_cases
 from .cases import Case, DataSplit, discover_cases, split_by_patient
 from .distributed import DistributedContext
 from .options import default_cache_dir
@@ -80,7 +82,7 @@ def cache_cases(
 def split_for_run(config: TrainConfig, context: DistributedContext, log: Log) -> DataSplit:
     """The run's split; the main process writes it to ``OUT/split.json`` and logs it."""
     out = Path(config.out_dir)
-    split = resolve_split(config)
+    split = without_unfit_cases(resolve_split(config), config.keep_going, log)
     if not split.train:
         raise InputError("The split left no case for training.")
     if context.is_main:

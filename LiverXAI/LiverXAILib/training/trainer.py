@@ -10,8 +10,8 @@ cross entropy (or cross entropy) with class weights, early stopping on validatio
 optional step or cosine decay; mixed precision on CUDA; several processes through
 ``torchrun`` (distributed data parallel).
 
-Progress is printed as JSON lines (one object per line with an ``event`` key: start, split,
-cache, data, resume, step, epoch, early_stop, stopped, done). ``OUT`` receives ``best.pt``
+Progress is printed as JSON lines (one object per line with an ``event`` key: start, excluded,
+split, cache, data, resume, step, epoch, early_stop, stopped, done). ``OUT`` receives ``best.pt``
 (best validation score), ``last.pt`` (every epoch; ``resume=True`` continues from it, so a
 crash loses at most one epoch), ``history.csv`` and ``curves.png``. Creating ``OUT/STOP`` (or
 SIGTERM / SIGINT) stops after the current step, keeping the last finished epoch.
@@ -81,6 +81,7 @@ class TrainConfig:
     workers: int = 0
     cache_dir: Path | None = None
     resume: bool = False
+    keep_going: bool = False  # leave out cases whose label does not fit their CT
     score_training_slices: bool = True  # without validation cases: score them every epoch
     register_as: str = ""  # add best.pt to the user's model catalog under this name
     notes: str = ""
