@@ -3,7 +3,8 @@
 Three real patients (two with tumour, one tumour-free) are cropped around the liver into a
 temporary folder; the runs train a tiny U-Net for one or two epochs. Checked: the fold
 folders, results and tables (with pending folds), skipping finished folds, rescoring a fold
-whose result was lost, stopping with ``DIR/STOP`` and resuming from ``last.pt``, a changed
+whose result was lost, stopping with ``DIR/STOP`` and resuming from ``last.pt``, resuming a
+killed run without redoing its finished folds, a changed
 recipe, a label that does not fit its CT, a fold that fails, and the lesion-size measure.
 """
 
@@ -248,6 +249,46 @@ def test_stop_file_stops_and_resume_continues_from_last_pt(cases, cache, tmp_pat
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1]
     result = json.loads((out / "fold-hcctace_0697" / "result.json").read_text())
     assert result["status"] == "done" and result["epochs_run"] == 2
+
+
+def test_a_killed_run_resumes_without_redoing_finished_folds(cases, cache, tmp_path):
+    """SIGKILL (no clean-up at all) in the second fold's second epoch, then ``--resume``."""
+    import signal
+
+    out = tmp_path / "run"
+    arguments = ["crossval", "--data", str(cases), "--out", str(out), "--cache", str(cache)]
+    arguments += [*FAST, "--epochs", "3", "--folds", "hcctace_0697,ircadb01_p07"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "LiverXAILib", *arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "LiverXAI"), OMP_NUM_THREADS="2"),
+    )
+    for line in process.stdout:
+        event = json.loads(line) if line.startswith("{") else {}
+        second_fold = event.get("fold") == "ircadb01_p07"
+        if second_fold and event.get("event") == "step" and event["epoch"] == 1:
+            process.send_signal(signal.SIGKILL)  # epoch 0 and its last.pt are done
+            break
+    process.wait(timeout=120)
+    process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    assert (out / "fold-hcctace_0697" / "result.json").is_file()
+    assert not (out / "fold-ircadb01_p07" / "result.json").exists()
+    finished = mtimes(out)[str(out / "fold-hcctace_0697" / "last.pt")]
+
+    status, events, _ = crossval(cases, out, cache, "--epochs", "3", "--resume")
+    assert status == 0
+    folds = {e["fold"]: e.get("status") for e in events if e["event"] == "fold"}
+    assert folds["hcctace_0697"] == "skipped"
+    resumed = [e["epoch"] for e in events if e["event"] == "resume"]
+    assert resumed in ([1], [2])  # the epoch after the last one saved before the kill
+    trained = [e["epoch"] for e in events if e["event"] == "epoch" and e["fold"] == "ircadb01_p07"]
+    assert trained == list(range(resumed[0], 3))
+    result = json.loads((out / "fold-ircadb01_p07" / "result.json").read_text())
+    assert result["status"] == "done" and result["epochs_run"] == 3
+    assert mtimes(out)[str(out / "fold-hcctace_0697" / "last.pt")] == finished
+    assert {row["status"] for row in per_case(out).values()} == {"done"}
 
 
 def test_a_label_that_does_not_fit_its_ct_is_refused(cases, cache, tmp_path):
