@@ -5,7 +5,7 @@ temporary folder; the runs train a tiny U-Net for one or two epochs. Checked: th
 folders, results and tables (with pending folds), skipping finished folds, rescoring a fold
 whose result was lost, stopping with ``DIR/STOP`` and resuming from ``last.pt``, resuming a
 killed run without redoing its finished folds, a changed
-recipe, a label that does not fit its CT, a fold that fails, and the lesion-size measure.
+recipe, a fold that fails, and the lesion-size measure.
 """
 
 from __future__ import annotations
@@ -289,44 +289,6 @@ def test_a_killed_run_resumes_without_redoing_finished_folds(cases, cache, tmp_p
     assert result["status"] == "done" and result["epochs_run"] == 3
     assert mtimes(out)[str(out / "fold-hcctace_0697" / "last.pt")] == finished
     assert {row["status"] for row in per_case(out).values()} == {"done"}
-
-
-def test_a_label_that_does_not_fit_its_ct_is_refused(cases, cache, tmp_path):
-    from LiverXAILib.training.case_checks import label_fit_problem
-    from LiverXAILib.training.cases import Case
-
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    image, label = crop("hcctace_2144", bad, label_slices=(34, 41))  # one slice short
-    folder = cases.parent
-    rows = [(folder / f"{n}_ct.nii.gz", folder / f"{n}_label.nii.gz", n) for n in CROPS][:2]
-    data = write_csv(tmp_path / "cases.csv", [*rows, (image, label, "short")])
-    status, events, error = crossval(data, tmp_path / "run", cache)
-    assert status == 2 and not (tmp_path / "run").exists()
-    assert "Case short: label hcctace_2144_label.nii.gz is (512, 512, 7) voxels" in error
-    assert "the CT (512, 512, 8)" in error
-
-    # With --keep-going the case is left out of every fold and its own fold fails.
-    status, events, _ = crossval(data, tmp_path / "run", cache, "--keep-going", "--folds", "short")
-    assert status == 1
-    assert [e["case"] for e in events if e["event"] == "excluded"] == ["short"]
-    result = json.loads((tmp_path / "run" / "fold-short" / "result.json").read_text())
-    assert result["status"] == "failed" and "(512, 512, 7) voxels" in result["reason"]
-    assert "short" not in result["train_cases"]
-    assert per_case(tmp_path / "run")["short"]["status"] == "failed"
-    text = (tmp_path / "run" / "metrics.md").read_text(encoding="utf-8")
-    assert (
-        "| short | short | failed: short: label" in text
-        and "- Left out of every fold: short" in text
-    )
-
-    import SimpleITK as sitk  # a label moved by 5 mm: same grid, other place
-
-    moved = sitk.ReadImage(str(folder / "hcctace_0697_label.nii.gz"))
-    moved.SetOrigin(tuple(o + 5.0 * (i == 0) for i, o in enumerate(moved.GetOrigin())))
-    sitk.WriteImage(moved, str(tmp_path / "moved.nii.gz"))
-    problem = label_fit_problem(Case(folder / "hcctace_0697_ct.nii.gz", tmp_path / "moved.nii.gz"))
-    assert problem.startswith("label and CT have different geometry")
 
 
 def test_a_failed_fold_stops_with_exit_2_naming_it(cases, cache, tmp_path):

@@ -170,40 +170,6 @@ def test_bad_data_gives_a_json_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_label_that_does_not_fit_is_refused_or_left_out_with_keep_going(data, tmp_path):
-    from LiverXAILib.io.volumes import read_volume, write_volume
-
-    labels, ijk_to_ras = read_volume(SMALL_LIVER)
-    write_volume(tmp_path / "short.nii.gz", labels[:-1], ijk_to_ras)  # one slice short
-    good = sorted(data.rglob("volume-*.nii.gz"))
-    rows = [f"{v},{v.parent / v.name.replace('volume', 'segmentation')},{v.name[:8]}" for v in good]
-    rows.append(f"{SAMPLE_SMALL_CT},{tmp_path / 'short.nii.gz'},short")
-    cases = tmp_path / "cases.csv"
-    cases.write_text("image,label,case\n" + "\n".join(rows) + "\n", encoding="utf-8")
-
-    completed = subprocess.run(
-        command(cases, tmp_path / "run", tmp_path / "cache", 1),
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-    )
-    assert completed.returncode == 2
-    message = records(completed.stdout)[-1]["message"]
-    assert message.startswith("Case short: label short.nii.gz is (")
-    assert "--keep-going" in message
-    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "cache").exists()
-
-    arguments = command(cases, tmp_path / "run", tmp_path / "cache", 1, "--validation-fraction")
-    events = run([*arguments, "0", "--test-fraction", "0", "--keep-going"])
-    excluded = [e for e in events if e["event"] == "excluded"]
-    assert [e["case"] for e in excluded] == ["short"] and "voxels, the CT" in excluded[0]["reason"]
-    split = next(e for e in events if e["event"] == "split")
-    assert sorted(split["train"]) == ["volume-0", "volume-1"]
-    assert "short" not in (tmp_path / "run" / "split.json").read_text(encoding="utf-8")
-    assert events[-1]["event"] == "done"
-
-
-@pytest.mark.slow
 def test_explicit_cases_still_train(tmp_path):
     from test_data import SMALL_LIVER
 
