@@ -54,7 +54,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..io.atomic import check_writable_folder
-from ..training.case_checks import KEEP_GOING_HINT, unfit_cases
+from ..training.case_checks import unfit_cases
 from ..training.cases import Case, discover_cases
 from ..training.stop_request import STOP_FILE, StopRequest
 from ..training.trainer import TrainConfig, json_log
@@ -152,12 +152,7 @@ def _prepare(config: CrossvalConfig, log: Log) -> tuple[dict, list[str]]:
     chosen = _select_folds(groups, config.folds)
     check_writable_folder(config.out_dir)
     _check_run_file(config, recipe)
-    excluded = unfit_cases(cases)
-    if excluded and not config.keep_going:
-        case_id, problem = next(iter(excluded.items()))
-        raise InputError(f"Case {case_id}: {problem}. {KEEP_GOING_HINT}")
-    for case_id, problem in excluded.items():
-        log({"event": "excluded", "case": case_id, "reason": problem})
+    excluded = unfit_cases(cases, config.keep_going, log)
     run = {
         "data": str(config.data),
         "recipe": recipe,

@@ -14,7 +14,10 @@ from ..errors import InputError
 from ..io.volumes import ijk_to_ras_from_image
 from .cases import Case, DataSplit
 
-KEEP_GOING_HINT = "Fix the case, or pass --keep-going to leave it out and train on the others."
+KEEP_GOING_HINT = (
+    "Fix the case, or leave it out and train on the others: --keep-going (in the Training "
+    "module: Leave out cases whose label does not fit their CT)."
+)
 
 
 def label_fit_problem(case: Case) -> str | None:
@@ -46,25 +49,27 @@ def label_fit_problem(case: Case) -> str | None:
     return None
 
 
-def unfit_cases(cases: list[Case]) -> dict[str, str]:
-    """``{case id: reason}`` for every case whose label does not fit its CT."""
-    return {c.case_id: p for c in cases if (p := label_fit_problem(c)) is not None}
-
-
-def without_unfit_cases(
-    split: DataSplit, keep_going: bool, log: Callable[[dict], None]
-) -> DataSplit:
-    """``split`` without the cases whose label does not fit; refused unless ``keep_going``.
+def unfit_cases(cases: list[Case], keep_going: bool, log: Callable[[dict], None]) -> dict[str, str]:
+    """``{case id: reason}`` for the cases whose label does not fit their CT, each logged as an
+    ``excluded`` event; refused unless ``keep_going``.
 
     Raises:
         InputError: a case does not fit and ``keep_going`` is off (the first one, named).
     """
-    excluded = unfit_cases(split.part("all"))
+    excluded = {c.case_id: p for c in cases if (p := label_fit_problem(c)) is not None}
     if excluded and not keep_going:
         case_id, problem = next(iter(excluded.items()))
         raise InputError(f"Case {case_id}: {problem}. {KEEP_GOING_HINT}")
     for case_id, problem in excluded.items():
         log({"event": "excluded", "case": case_id, "reason": problem})
+    return excluded
+
+
+def without_unfit_cases(
+    split: DataSplit, keep_going: bool, log: Callable[[dict], None]
+) -> DataSplit:
+    """``split`` without the cases whose label does not fit (see :func:`unfit_cases`)."""
+    excluded = unfit_cases(split.part("all"), keep_going, log)
     parts = (split.train, split.validation, split.test)
     kept = ([c for c in part if c.case_id not in excluded] for part in parts)
     return DataSplit(*kept, seed=split.seed)
