@@ -8,13 +8,12 @@ The cases are real: the small TotalSegmentator sample and crops of the developme
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from conftest import SAMPLE_SMALL_CT
 from test_crossval import CROPS, crop, crossval, per_case, write_csv
 from test_data import SMALL_LIVER, lits_folder
-from test_training import ENVIRONMENT, command, records, run
+from test_training import command, run
 
 
 def test_crossval_refuses_it_or_leaves_it_out_of_every_fold(tmp_path):
@@ -67,14 +66,7 @@ def test_train_refuses_it_or_trains_on_the_others_with_keep_going(tmp_path):
     table = tmp_path / "cases.csv"
     table.write_text("image,label,case\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
-    completed = subprocess.run(
-        command(table, tmp_path / "run", tmp_path / "cache", 1),
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-    )
-    assert completed.returncode == 2
-    message = records(completed.stdout)[-1]["message"]
+    message = run(command(table, tmp_path / "run", tmp_path / "cache", 1), expect=2)[-1]["message"]
     assert message.startswith("Case short: label short.nii.gz is (")
     assert "--keep-going" in message
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "cache").exists()
