@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "LiverXAI"))
 
 from LiverXAILib.constants import LIVER  # noqa: E402
+from LiverXAILib.segment.masks import bounding_box  # noqa: E402
 from LiverXAILib.training.cases import Case, discover_cases  # noqa: E402
 
 
@@ -35,24 +36,19 @@ def slice_axis(image: sitk.Image) -> int:
     return int(np.argmax(np.abs(direction[2])))
 
 
-def _occupied(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Indices along ``axis`` where ``mask`` holds any True voxel."""
-    return np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-
-
 def crop_box(labels: sitk.Image, margin_mm: float) -> tuple[list[int], list[int]]:
     """(index, size) of the crop around the liver, per image index axis (x, y, z)."""
-    liver = sitk.GetArrayViewFromImage(labels) >= LIVER  # (z, y, x)
-    if not liver.any():
+    box = bounding_box(sitk.GetArrayViewFromImage(labels) >= LIVER)  # numpy axes (z, y, x)
+    if box is None:
         raise ValueError("the label has no liver to crop around")
-    occupied = [_occupied(liver, 2 - i) for i in range(3)]  # numpy axes are (z, y, x)
+    extents = box[::-1]  # per image index axis (x, y, z)
     spacing, extent = labels.GetSpacing(), labels.GetSize()
     across = slice_axis(labels)
     plane = [i for i in range(3) if i != across]
-    side_mm = max((occupied[i][-1] + 1 - occupied[i][0]) * spacing[i] for i in plane)
+    side_mm = max((extents[i].stop - extents[i].start) * spacing[i] for i in plane)
     index, size = [0, 0, 0], [0, 0, 0]
     for i in range(3):
-        first, last = int(occupied[i][0]), int(occupied[i][-1]) + 1
+        first, last = extents[i].start, extents[i].stop
         if i == across:
             pad = int(np.ceil(margin_mm / spacing[i]))
             index[i], stop = max(first - pad, 0), min(last + pad, extent[i])
