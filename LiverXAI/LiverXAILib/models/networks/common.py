@@ -29,8 +29,26 @@ def check_slice_batch(x: torch.Tensor, size_divisor: int, name: str) -> None:
         )
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> list[nn.Module]:
-    """A bias-free 3x3 convolution (size kept), BatchNorm and ReLU."""
+#: Feature normalisations a ConvBlock can use: ``batch`` (statistics of the training batches,
+#: frozen at inference; the default and the bundled models') or ``instance`` (each slice's own
+#: per-channel statistics, in training and at inference, as nnU-Net does, so a global shift of
+#: a scan's intensities matters less).
+NORMS = ("batch", "instance")
+
+
+def feature_norm(channels: int, norm: str = "batch") -> nn.Module:
+    """The normalisation layer named by ``norm`` (one of :data:`NORMS`) for ``channels``."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"Unknown norm {norm!r}; available: {', '.join(NORMS)}")
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, dilation: int = 1, norm: str = "batch"
+) -> list[nn.Module]:
+    """A bias-free 3x3 convolution (size kept), a normalisation (BatchNorm) and ReLU."""
     return [
         nn.Conv2d(
             in_channels,
@@ -40,28 +58,33 @@ def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> list
             dilation=dilation,
             bias=False,
         ),
-        nn.BatchNorm2d(out_channels),
+        feature_norm(out_channels, norm),
         nn.ReLU(inplace=True),
     ]
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions (padding = dilation), each followed by BatchNorm and ReLU; size kept."""
+    """Two 3x3 convolutions (padding = dilation), each followed by a normalisation (``norm``,
+    BatchNorm by default) and ReLU; size kept."""
 
-    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, dilation: int = 1, norm: str = "batch"
+    ) -> None:
         super().__init__(
-            *conv_bn_relu(in_channels, out_channels, dilation),
-            *conv_bn_relu(out_channels, out_channels, dilation),
+            *conv_bn_relu(in_channels, out_channels, dilation, norm),
+            *conv_bn_relu(out_channels, out_channels, dilation, norm),
         )
 
 
 class Up(nn.Module):
     """2x2 stride-2 transposed convolution, concatenation with the skip, then a ConvBlock."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, norm: str = "batch"
+    ) -> None:
         super().__init__()
         self.upsample = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = ConvBlock(out_channels + skip_channels, out_channels)
+        self.conv = ConvBlock(out_channels + skip_channels, out_channels, norm=norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.upsample(x)  # (B, C_out, 2h, 2w)

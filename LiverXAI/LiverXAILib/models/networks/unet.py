@@ -13,7 +13,8 @@ Architecture (default ``features=(16, 32, 64, 128, 256)``, input ``H x W``):
   the encoder output of the same resolution, then a ConvBlock) back to 16 filters at ``H``;
 - head: a 1x1 convolution to ``num_classes`` logits.
 
-Each ConvBlock is two 3x3 convolutions (padding 1) each followed by BatchNorm and ReLU, so
+Each ConvBlock is two 3x3 convolutions (padding 1) each followed by BatchNorm (or, with
+``norm="instance"``, InstanceNorm) and ReLU, so
 the output has the input's spatial size. ``H`` and ``W`` must be divisible by ``2 ** (len(
 features) - 1)`` (16 by default).
 
@@ -23,6 +24,7 @@ Args:
     num_classes: number of output classes (background, liver, tumour). Default 3.
     features: filters per encoder stage, the last one being the bottleneck. Default
         ``(16, 32, 64, 128, 256)``; at least four stages.
+    norm: ``"batch"`` (default) or ``"instance"`` (:data:`common.NORMS`).
 
 ``forward`` returns raw logits of shape ``(B, num_classes, H, W)``; the caller applies the
 softmax (the inference engine) or the loss does (training).
@@ -41,10 +43,10 @@ from .common import ConvBlock, Up, check_slice_batch, encode_decode
 class Down(nn.Sequential):
     """2x2 max-pool then a ConvBlock: halves the resolution, changes the channel count."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
         super().__init__(
             nn.MaxPool2d(kernel_size=2, stride=2),  # (B, C_in, H/2, W/2)
-            ConvBlock(in_channels, out_channels),  # (B, C_out, H/2, W/2)
+            ConvBlock(in_channels, out_channels, norm=norm),  # (B, C_out, H/2, W/2)
         )
 
 
@@ -64,6 +66,7 @@ class UNet(nn.Module):
         in_channels: int = 1,
         num_classes: int = 3,
         features: Sequence[int] = (16, 32, 64, 128, 256),
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
@@ -80,13 +83,14 @@ class UNet(nn.Module):
         # Decoder stage i outputs at 1/2**(len(features) - 2 - i) resolution; 1/4 -> i = n - 4.
         self.gradcam_layer = f"decoder.{len(features) - 4}"
 
-        self.stem = ConvBlock(in_channels, features[0])
+        self.norm = norm
+        self.stem = ConvBlock(in_channels, features[0], norm=norm)
         self.encoder = nn.ModuleList(
-            Down(c_in, c_out) for c_in, c_out in zip(features[:-1], features[1:], strict=True)
+            Down(c_in, c_out, norm) for c_in, c_out in zip(features[:-1], features[1:], strict=True)
         )
         reversed_features = features[::-1]
         self.decoder = nn.ModuleList(
-            Up(c_in, c_out, c_out)
+            Up(c_in, c_out, c_out, norm)
             for c_in, c_out in zip(reversed_features[:-1], reversed_features[1:], strict=True)
         )
         self.head = nn.Conv2d(features[0], num_classes, kernel_size=1)
