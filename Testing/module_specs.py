@@ -137,6 +137,7 @@ TRAINING = ModuleSpec(
         "augmentIntensityCheckBox": "QCheckBox",
         "augmentContrastCheckBox": "QCheckBox",
         "augmentGammaCheckBox": "QCheckBox",
+        "augmentLesionCheckBox": "QCheckBox",
         "registerCheckBox": "QCheckBox",
         "registerNameLineEdit": "QLineEdit",
         "resumeCheckBox": "QCheckBox",

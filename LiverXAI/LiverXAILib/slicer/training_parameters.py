@@ -26,6 +26,7 @@ class LiverXAITrainingParameterNode:
     augmentIntensity: bool = True
     augmentContrast: bool = False
     augmentGamma: bool = False
+    augmentLesion: bool = False
     register: bool = True
     registerName: str = ""
     resume: bool = False
@@ -50,6 +51,7 @@ def trainingOptionsFrom(params: LiverXAITrainingParameterNode) -> TrainingOption
         "intensity": params.augmentIntensity,
         "contrast": params.augmentContrast,
         "gamma": params.augmentGamma,
+        "lesion": params.augmentLesion,
     }
     augment = [name for name in AUGMENTATIONS if wanted[name]]  # KeyError: a new one unbound
     registerName = (

@@ -11,7 +11,9 @@ The source papers augment with flips, rotations, zoom and noise. Here:
 - ``contrast`` — a stronger shift (±0.15 of the window, ±75 HU) and scale (±25 %): the
   difference in enhancement between contrast phases and scanners (off by default);
 - ``gamma`` — gamma 0.7–1.5 on the windowed slice: a non-linear change of the contrast
-  between liver, lesion and fat (off by default).
+  between liver, lesion and fat (off by default);
+- ``lesion`` — the tumour's contrast against the liver around it redrawn, hypo- or hyperdense
+  by 15–60 HU (:mod:`lesion_contrast`; off by default).
 
 Each is applied with probability 0.5 per slice; values are clipped to [0, 1] afterwards,
 the range of the HU-windowed input that inference feeds.
@@ -24,7 +26,7 @@ from collections.abc import Iterable
 
 import torch
 
-AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity", "contrast", "gamma")
+AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity", "contrast", "gamma", "lesion")
 DEFAULT_AUGMENTATIONS = ("rotate", "zoom", "noise", "intensity")
 
 
@@ -115,7 +117,12 @@ def build_augmentation(names: Iterable[str], seed: int = 0):
     unknown = [name for name in names if name not in AUGMENTATIONS]
     if unknown:
         raise ValueError(f"unknown augmentation {', '.join(unknown)}")
-    transforms = _spatial_transforms(names) + _intensity_transforms(names)
+    transforms = _spatial_transforms(names)
+    if "lesion" in names:  # after the label has moved with the image, before global intensity
+        from .lesion_contrast import RandLesionContrastd
+
+        transforms.append(RandLesionContrastd(prob=0.5))
+    transforms += _intensity_transforms(names)
     if not transforms:
         return None
     set_track_meta(False)

@@ -28,7 +28,7 @@ from typing import Any
 #: ``networks.available_models()`` (sorted), kept equal by a test; no torch needed to list them.
 ARCHITECTURES = ("dcunet", "multiresunet", "resunet", "transunet", "unet", "vunet")
 FALLBACK_ARCHITECTURES = ARCHITECTURES  # the earlier name
-AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity", "contrast", "gamma")
+AUGMENTATIONS = ("rotate", "flip", "zoom", "noise", "intensity", "contrast", "gamma", "lesion")
 DEFAULT_AUGMENTATIONS = ("rotate", "zoom", "noise", "intensity")
 INPUT_SIZES = (128, 256)
 SLICE_COUNTS = (1, 3, 5)
