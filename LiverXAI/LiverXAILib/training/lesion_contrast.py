@@ -1,6 +1,6 @@
 """The ``lesion`` augmentation: redraw how much darker or brighter a tumour is than its liver.
 
-On the six development patients the tumours differ from the liver around them by only 20–37
+On the six development patients the tumours differ from the liver around them by only 20–34
 HU, hypodense in five (metastases, HCC in equilibrium phase) and hyperdense in one (HCC in
 arterial phase), while the liver itself lies between 55 and 121 HU. A network trained on a few
 patients learns their tumours' one contrast. With probability ``prob``, a slice that shows

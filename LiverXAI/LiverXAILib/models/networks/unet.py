@@ -83,7 +83,6 @@ class UNet(nn.Module):
         # Decoder stage i outputs at 1/2**(len(features) - 2 - i) resolution; 1/4 -> i = n - 4.
         self.gradcam_layer = f"decoder.{len(features) - 4}"
 
-        self.norm = norm
         self.stem = ConvBlock(in_channels, features[0], norm=norm)
         self.encoder = nn.ModuleList(
             Down(c_in, c_out, norm) for c_in, c_out in zip(features[:-1], features[1:], strict=True)
