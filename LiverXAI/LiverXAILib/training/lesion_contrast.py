@@ -1,8 +1,8 @@
 """The ``lesion`` augmentation: redraw how much darker or brighter a tumour is than its liver.
 
 On the six development patients the tumours differ from the liver around them by only 20–34
-HU, hypodense in five (metastases, HCC in equilibrium phase) and hyperdense in one (HCC in
-arterial phase), while the liver itself lies between 55 and 121 HU. A network trained on a few
+HU, hypodense in five (metastases and HCC) and hyperdense in one (an HCC), while the liver
+itself lies between 55 and 121 HU (``bench/lesion_contrast.py``). A network trained on a few
 patients learns their tumours' one contrast. With probability ``prob``, a slice that shows
 both liver and tumour gets its tumour shifted so that the tumour's mean differs from the
 slice's liver mean by a new contrast drawn from ±[``min_hu``, ``max_hu``] (sign at random):
